@@ -1,3 +1,3 @@
 """Built-in dataset loaders; importing this package registers them."""
 
-from . import folder, qmul, quickdraw, sketchrnn, sketchy, svg  # noqa: F401
+from . import folder, qmul, qmul_v2, quickdraw, quickdraw_extended, sketchrnn, sketchy, tuberlin  # noqa: F401
