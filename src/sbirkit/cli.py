@@ -117,6 +117,183 @@ def data_info(
     typer.echo(format_summary(ds.summary(), report, per_class=per_class))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    preset: str = typer.Argument(..., help="A preset name from configs/ (see 'sbirkit list') or a YAML path."),
+    run_dir: Optional[Path] = typer.Option(None, help="Run folder (default runs/<preset>); resumes if it has last.pt."),
+) -> None:
+    """Train a model from a preset; key=value arguments override any config key (train.steps=200)."""
+    from .engine import ConfigError, apply_overrides, load_preset
+    from .engine import train as train_run
+
+    try:
+        config = apply_overrides(load_preset(preset), list(ctx.args))
+    except (ConfigError, KeyError, FileNotFoundError) as exc:
+        _fail(str(exc).strip("'\""))
+    out = train_run(config, run_dir)
+    typer.echo(f"run: {out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    run: Path = typer.Argument(..., help="A run folder written by 'sbirkit train'."),
+    split: str = typer.Option("test", help="Split to evaluate (queries and gallery)."),
+    direction: Optional[List[str]] = typer.Option(None, "--direction", "-d",
+                                                  help="sketch2photo, photo2sketch, sketch2sketch, photo2photo (repeatable; default all four)."),
+    data: Optional[List[str]] = typer.Option(None, "--data", help="Override the run's data section: key=value (root=/path, name=folder)."),
+    which: str = typer.Option("best", help="Checkpoint: best (selected on val) or last."),
+) -> None:
+    """Evaluate a run: mAP@all, P@100, P@200 (and Acc@K where instances are paired), per direction."""
+    from .engine import evaluate_run
+    from .eval import DIRECTIONS
+
+    overrides = _parse_options(data)
+    if "options" in overrides and not isinstance(overrides["options"], dict):
+        _fail("--data options=...: expected a mapping, e.g. options={category: shoes}")
+    report = evaluate_run(run, split=split, directions=direction or list(DIRECTIONS), data_overrides=overrides,
+                          which=which, progress=True)
+    typer.echo(_format_eval(report))
+    typer.echo(f"saved: {run / 'eval.json'}")
+
+
+def _format_eval(report: dict) -> str:
+    """The protocol (dataset, split, gallery, checkpoint) above the metrics table."""
+    from .eval import RetrievalResult, format_table
+
+    p, c = report["protocol"], report["checkpoint"]
+    head = [
+        f"dataset: {p['dataset']}" + (f" ({p['root']})" if p.get("root") else "") + f"  split: {p['split']}",
+        f"queries/gallery: {p['gallery']}",
+        f"checkpoint: {c['which']} (step {c['step']}, fingerprint {str(c['fingerprint'])[:12]})",
+        "",
+    ]
+    results = {d: RetrievalResult(**r) for d, r in report["results"].items()}
+    return "\n".join(head) + format_table(results)
+
+
+def _run_encoder(run: Path, which: str):
+    """(encode_fn(images, modality), image_size, model_info) for a trained run."""
+    from .engine import load_run, model_fingerprint
+
+    method, config = load_run(run, which)
+    encoder = method.encoder.eval()
+    size = int((config["data"].get("options") or {}).get("image_size", 64))
+    info = {"run": str(run.resolve()), "fingerprint": model_fingerprint(run, which), "which": which,
+            "backbone": config["model"]["backbone"], "embed_dim": int(encoder.embed_dim), "image_size": size}
+    return encoder, size, info
+
+
+@app.command()
+def embed(
+    run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
+    folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="Output .npz with embeddings, ids and labels."),
+    modality: str = typer.Option("photo", help="photo or sketch: which encoder branch to use."),
+    which: str = typer.Option("best", help="Checkpoint: best or last."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+) -> None:
+    """Embed a folder of images to disk (.npz: embeddings, ids, paths, labels where the layout gives them)."""
+    import numpy as np
+    import torch
+
+    from .index import embed_image_files, image_items, list_image_files
+
+    encoder, size, info = _run_encoder(run, which)
+    paths = list_image_files(folder)
+    if not paths:
+        _fail(f"{folder}: expected image files, found none")
+    fn = encoder.encode_photo if modality == "photo" else encoder.encode_sketch
+    with torch.no_grad():
+        emb, ok, failures = embed_image_files(fn, paths, size, batch_size=batch_size)
+    items = image_items(ok, folder)
+    for path, reason in failures:
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, embeddings=emb, ids=np.array([i["id"] for i in items]), paths=np.array([i["path"] for i in items]),
+             labels=np.array([i.get("class_name", "") for i in items]), model=json_dumps(info))
+    typer.echo(f"embedded {len(ok)} images ({len(failures)} skipped) -> {out}")
+
+
+def json_dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True)
+
+
+index_app = typer.Typer(help="Build and inspect persistent search indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build(
+    run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
+    folder: Path = typer.Argument(..., help="Photo collection (searched recursively; ROOT/<class>/* gives labels)."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write."),
+    factory: str = typer.Option("Flat", help="FAISS index factory: Flat (exact), IVF256,Flat, HNSW32 ..."),
+    which: str = typer.Option("best", help="Checkpoint: best or last."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+) -> None:
+    """Embed a photo collection with a trained model and save a FAISS index with its metadata."""
+    import torch
+
+    from .index import GalleryIndex, embed_image_files, image_items, list_image_files
+
+    encoder, size, info = _run_encoder(run, which)
+    paths = list_image_files(folder)
+    if not paths:
+        _fail(f"{folder}: expected image files, found none")
+    with torch.no_grad():
+        emb, ok, failures = embed_image_files(encoder.encode_photo, paths, size, batch_size=batch_size)
+    for path, reason in failures:
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    if not ok:
+        _fail(f"{folder}: none of the {len(paths)} images could be read")
+    index = GalleryIndex.build(emb, image_items(ok, folder), info, factory=factory)
+    saved = index.save(out)
+    typer.echo(f"indexed {len(ok)} photos ({len(failures)} unreadable, skipped) with {factory} -> {saved}")
+
+
+@app.command()
+def search(
+    index_dir: Path = typer.Option(..., "--index", help="Index folder from 'sbirkit index build'."),
+    sketch: Path = typer.Option(..., "--sketch", help="Query sketch: PNG/JPG, SVG or Quick, Draw! .ndjson."),
+    k: int = typer.Option(10, "-k", help="How many results."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: the one the index was built with)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a PNG of the query beside its top results."),
+    nprobe: Optional[int] = typer.Option(None, help="IVF lists to scan (approximate indexes)."),
+) -> None:
+    """Search an index with a sketch; print ranked paths and scores."""
+    import numpy as np
+    import torch
+
+    from .data import DataError
+    from .engine import CheckpointError
+    from .index import GalleryIndex, check_model, draw_grid, load_query_sketch
+
+    try:
+        index = GalleryIndex.load(index_dir)
+        built_with = index.model_info
+        run_dir = Path(run) if run else Path(built_with.get("run", ""))
+        encoder, size, info = _run_encoder(run_dir, built_with.get("which", "best"))
+        check_model(built_with, info, where=str(index_dir))
+        if info["embed_dim"] != index.dim:
+            _fail(f"{index_dir}: embedding size {index.dim}, but the model {run_dir} embeds to {info['embed_dim']}")
+        image = load_query_sketch(sketch, size=size)
+    except (DataError, CheckpointError) as exc:
+        _fail(str(exc))
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        q = encoder.encode_sketch(x).numpy()
+    result = index.search(q, k=k, nprobe=nprobe)
+    rows = result.items_for(0)
+    for rank, item in enumerate(rows, 1):
+        typer.echo(f"{rank:>3}  {item['score']:.4f}  {item.get('path', item.get('id'))}")
+    if grid is not None:
+        draw_grid(image, [(item.get("path"), f"{item['score']:.2f}", None) for item in rows], grid)
+        typer.echo(f"grid: {grid}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where the report and run go."),

@@ -29,8 +29,10 @@ def list_datasets() -> list[str]:
 
 
 def _load_builtin_loaders() -> None:
-    from . import loaders  # noqa: F401  (registers on import)
-    from . import synthetic  # noqa: F401
+    from . import (
+        loaders,  # noqa: F401  (registers on import)
+        synthetic,  # noqa: F401
+    )
 
 
 __all__ = [
