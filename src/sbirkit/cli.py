@@ -298,11 +298,12 @@ def search(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where the report and run go."),
     quick: bool = typer.Option(False, help="A much shorter run, for smoke tests."),
+    fresh: bool = typer.Option(False, help="Delete OUT first instead of reusing a finished run."),
 ) -> None:
     """The end-to-end demo on the built-in synthetic data (no files, no network)."""
     from .demo import run_demo
 
-    run_demo(out, quick=quick)
+    run_demo(out, quick=quick, fresh=fresh)
 
 
 def main() -> None:  # console-script entry point
