@@ -1,0 +1,72 @@
+"""Evaluate a trained run on a split and write ``eval.json`` with the protocol beside the numbers.
+
+The protocol records what the numbers mean: split, query and gallery sets and sizes, the
+directions, the distance, each metric's convention and the tie policy, and which checkpoint
+(and its fingerprint) produced the embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import inference
+from .config import merge
+from .runlog import now_iso
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[str] | None = None,
+                 data_overrides: Mapping[str, Any] | None = None, which: str = "best",
+                 device: str | torch.device | None = None, batch_size: int | None = None,
+                 progress: bool = False, save: bool = True) -> dict[str, Any]:
+    """Embed ``split`` with the run's ``which`` checkpoint, evaluate, and save ``eval.json``.
+
+    ``directions`` default to the run's ``eval.directions``; ``data_overrides`` are merged into
+    the run's ``data`` section (e.g. ``{"root": "/path/to/qmul"}``). Returns the saved dict.
+    """
+    from ..eval import evaluate_directions
+
+    run_dir = Path(run_dir)
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    method, config = inference.load_run(run_dir, which, device=device)
+    data = merge(config["data"], data_overrides or {})
+    dataset = inference.build_dataset(data)
+    ev = config["eval"]
+    directions = list(directions) if directions is not None else list(ev["directions"])
+    bs = batch_size or ev["batch_size"]
+    sketches, photos = dataset.sketches(split), dataset.photos(split)
+    if not sketches or not photos:
+        raise ValueError(f"{dataset.name}: split {split!r}: expected sketches and photos, got "
+                         f"{len(sketches)} sketches and {len(photos)} photos (splits: {', '.join(dataset.splits)})")
+    s_emb, s_lab, s_inst = inference.embed_samples(method.encoder, dataset, sketches, bs, device, progress)
+    p_emb, p_lab, p_inst = inference.embed_samples(method.encoder, dataset, photos, bs, device, progress)
+    fine = any(i is not None for i in s_inst) and any(i is not None for i in p_inst)
+    results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, directions=directions,
+                                  sketch_instances=s_inst if fine else None,
+                                  photo_instances=p_inst if fine else None, distance=ev["distance"])
+    ckpt = torch.load(run_dir / f"{which}.pt", map_location="cpu", weights_only=True)
+    report = {
+        "run_dir": str(run_dir),
+        "evaluated": now_iso(),
+        "checkpoint": {"which": which, "step": ckpt.get("step"), "selection": ckpt.get("selection"),
+                       "fingerprint": inference.model_fingerprint(run_dir, which)},
+        "protocol": {
+            "dataset": data["name"],
+            "root": data.get("root"),
+            "split": split,
+            "queries": {"sketch": len(sketches), "photo": len(photos)},
+            "gallery": f"every {split!r} sample of the target modality (photos: {len(photos)}, "
+                       f"sketches: {len(sketches)}); same-modality directions exclude the query itself",
+            "directions": directions,
+            "distance": ev["distance"],
+            "instance_level": fine,
+        },
+        "results": {d: r.as_dict() for d, r in results.items()},
+    }
+    if save:
+        (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,73 @@
+"""Distances between embeddings, injected into losses (the pytorch-metric-learning pattern).
+
+A loss never hard-codes its metric: it calls ``distance.pairwise`` (all pairs, N×M) or
+``distance.paired`` (row i with row i), so the same triplet or contrastive loss runs with
+cosine or Euclidean geometry.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_SQRT_EPS = 1e-12  # keeps the gradient of sqrt finite when two embeddings coincide
+
+
+class Distance:
+    """Base class: smaller means more similar."""
+
+    name = "distance"
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CosineDistance(Distance):
+    """``1 - cos(x, y)``, in [0, 2]; inputs need not be normalised."""
+
+    name = "cosine"
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1.0 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
+
+    def paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1.0 - (F.normalize(x, dim=-1) * F.normalize(y, dim=-1)).sum(-1)
+
+
+class EuclideanDistance(Distance):
+    """``||x - y||_2`` (or its square with ``squared=True``), computed from exact differences."""
+
+    def __init__(self, squared: bool = False):
+        self.squared = bool(squared)
+        self.name = "squared_euclidean" if self.squared else "euclidean"
+
+    def _finish(self, sq: torch.Tensor) -> torch.Tensor:
+        return sq if self.squared else sq.clamp_min(_SQRT_EPS).sqrt()
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._finish((x[:, None, :] - y[None, :, :]).pow(2).sum(-1))
+
+    def paired(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._finish((x - y).pow(2).sum(-1))
+
+    def __repr__(self) -> str:
+        return f"EuclideanDistance(squared={self.squared})"
+
+
+def create_distance(name: str | Distance) -> Distance:
+    """``"cosine"``, ``"euclidean"`` or ``"squared_euclidean"`` (a ``Distance`` passes through)."""
+    if isinstance(name, Distance):
+        return name
+    if name == "cosine":
+        return CosineDistance()
+    if name == "euclidean":
+        return EuclideanDistance()
+    if name == "squared_euclidean":
+        return EuclideanDistance(squared=True)
+    raise ValueError(f"distance: expected 'cosine', 'euclidean' or 'squared_euclidean', got {name!r}")

@@ -1,0 +1,111 @@
+"""Presets, ``extends:``, typed dotted overrides and unknown-key errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sbirkit.engine.config import (
+    DEFAULTS,
+    ConfigError,
+    apply_overrides,
+    changed_keys,
+    list_presets,
+    load_preset,
+    parse_override,
+    save_config,
+)
+
+SHIPPED = ("triplet-synthetic", "siamese-synthetic", "triplet_sn-synthetic", "triplet_sn-qmul_v1")
+
+
+def test_shipped_presets_resolve_and_name_known_methods():
+    from sbirkit.methods import list_methods
+
+    assert set(SHIPPED) <= set(list_presets())
+    for name in SHIPPED:
+        cfg = load_preset(name)
+        assert cfg["name"] == name
+        assert cfg["method"]["name"] in list_methods()
+        assert set(cfg) == set(DEFAULTS)
+    qmul = load_preset("triplet_sn-qmul_v1")
+    assert qmul["data"]["name"] == "qmul-v1" and qmul["method"]["name"] == "triplet_sn"
+    assert load_preset("triplet_sn-synthetic")["method"]["name"] == "triplet_sn"
+
+
+def test_extends_merges_deeply(tmp_path):
+    (tmp_path / "base.yaml").write_text("train: {steps: 50, lr: 0.01}\nmethod: {name: siamese, margin: 0.5}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {steps: 7}\n")
+    cfg = load_preset(tmp_path / "child.yaml")
+    assert cfg["train"]["steps"] == 7 and cfg["train"]["lr"] == 0.01
+    assert cfg["train"]["batch_size"] == DEFAULTS["train"]["batch_size"]
+    assert cfg["method"] == {"name": "siamese", "margin": 0.5} and cfg["name"] == "child"
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_preset(tmp_path / "loop.yaml")
+
+
+def test_unknown_key_in_preset_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {stepz: 5}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'train\.stepz'"):
+        load_preset(path)
+    with pytest.raises(ConfigError, match="preset 'nope'"):
+        load_preset("nope")
+
+
+def test_overrides_are_typed():
+    cfg = load_preset("triplet-synthetic")
+    out = apply_overrides(cfg, ["train.steps=200", "model.backbone=tiny_cnn_wide", "train.lr=1e-3",
+                                "train.weight_decay=0", "train.progress=false", "method.margin=0.3",
+                                "data.options.num_classes=5", "eval.directions=[sketch2photo, photo2sketch]",
+                                "model.weights=null"])
+    assert out["train"]["steps"] == 200 and isinstance(out["train"]["steps"], int)
+    assert out["train"]["lr"] == pytest.approx(1e-3) and isinstance(out["train"]["lr"], float)
+    assert out["train"]["weight_decay"] == 0.0 and isinstance(out["train"]["weight_decay"], float)
+    assert out["train"]["progress"] is False
+    assert out["model"]["backbone"] == "tiny_cnn_wide" and out["model"]["weights"] is None
+    assert out["method"]["margin"] == 0.3 and out["data"]["options"]["num_classes"] == 5
+    assert out["eval"]["directions"] == ["sketch2photo", "photo2sketch"]
+    assert cfg["train"]["steps"] != 200  # the input is not modified
+    # open sections take new keys; the method itself validates them (see tests/methods)
+    assert apply_overrides(cfg, ["method.mining=semi_hard"])["method"]["mining"] == "semi_hard"
+    assert parse_override("data.root=/x/y=z") == ("data.root", "/x/y=z")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stepz=3", "unknown key 'train.stepz'"),
+    ("trian.steps=3", "unknown key 'trian'"),
+    ("train.steps=many", "expected a int"),
+    ("train.progress=3", "expected a bool"),
+    ("train=3", "is a section"),
+    ("train.steps", "expected key=value"),
+    ("model.backbon=tiny_cnn", "unknown key 'model.backbon'"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(load_preset("triplet-synthetic"), [override])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = apply_overrides(load_preset("triplet-synthetic"), ["train.steps=9"])
+    save_config(cfg, tmp_path / "config.yaml")
+    back = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert back == cfg
+    assert changed_keys(back, cfg) == []
+    assert changed_keys(back, apply_overrides(cfg, ["train.lr=0.5", "train.progress=false"])) == ["train.lr"]
+
+
+def test_switching_method_or_dataset_drops_their_options(tmp_path):
+    cfg = load_preset("triplet-synthetic")
+    out = apply_overrides(cfg, ["method.margin=0.7", "method.name=siamese"])  # names apply first
+    assert out["method"] == {"name": "siamese", "margin": 0.7}
+    out = apply_overrides(cfg, ["data.name=qmul-v1", "data.root=/q"])
+    assert out["data"]["options"] == {} and out["data"]["root"] == "/q"
+    assert out["data"]["train_split"] == cfg["data"]["train_split"]
+    # the same rule for extends: a child naming another method does not inherit its options
+    assert "mining" not in load_preset("siamese-synthetic")["method"]
+    # model takes any create_encoder keyword
+    assert apply_overrides(cfg, ["model.dropout=0.1"])["model"]["dropout"] == 0.1
+    (tmp_path / "m.yaml").write_text("model: {hidden: 64}\n")
+    assert load_preset(tmp_path / "m.yaml")["model"]["hidden"] == 64
