@@ -211,14 +211,14 @@ class SBIRDataset:
         by_split: dict[str, Counter] = defaultdict(Counter)
         by_class: dict[str, Counter] = defaultdict(Counter)
         for s in self.samples:
-            by_split[str(s.split)][s.modality.value] += 1
+            by_split[s.split if s.split is not None else "(none)"][s.modality.value] += 1
             by_class[self.classes[s.class_index]][s.modality.value] += 1
         out["by_split"] = {k: dict(v) for k, v in sorted(by_split.items())}
         out["by_class"] = {c: dict(by_class.get(c, {})) for c in self.classes}
         for split in self.splits or [None]:
             n = len(self.pairs(split))
             if n:
-                out["pairs"][str(split)] = n
+                out["pairs"][split if split is not None else "(none)"] = n
         return out
 
     def validate(self, progress: bool = False) -> ValidationReport:
