@@ -107,7 +107,7 @@ class SBIRDataset:
         if sample.is_sketch:
             empty_sketch_check(img, sample.location())
         if img.size != (size, size):
-            img = _resize(img, size, thicken=sample.is_sketch or _is_line_art(img))
+            img = resize_image(img, size, thicken=sample.is_sketch or _is_line_art(img))
         return img
 
     def _read_checked(self, sample: Sample) -> Image.Image | Strokes:
@@ -286,7 +286,7 @@ def _is_line_art(img: Image.Image) -> bool:
     return float(np.median(grey)) >= 240
 
 
-def _resize(img: Image.Image, size: int, thicken: bool) -> Image.Image:
+def resize_image(img: Image.Image, size: int, thicken: bool) -> Image.Image:
     """Resize to size×size. Shrinking a line drawing by 3× or more first widens its dark lines
     (a min filter about half the shrink factor wide), so thin ink does not fade to grey."""
     from PIL import ImageFilter

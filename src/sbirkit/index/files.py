@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..data.dataset import resize_image
 from ..data.records import DataError, EmptySketchError
 from ..data.strokes import Strokes, rasterize
 
@@ -65,8 +66,8 @@ def load_query_sketch(
         raise EmptySketchError(f"{p}: pixels: expected ink on the sketch, got a blank image")
     side = max(grey.size)
     grey = ImageOps.pad(grey, (side, side), color=255)
-    if grey.size != (size, size):
-        grey = grey.resize((size, size), Image.Resampling.LANCZOS)
+    if grey.size != (size, size):  # shrink like the datasets do, keeping thin lines dark
+        grey = resize_image(grey, size, thicken=True)
     return grey.convert("RGB")
 
 
