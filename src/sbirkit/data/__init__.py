@@ -30,6 +30,7 @@ def list_datasets() -> list[str]:
 
 def _load_builtin_loaders() -> None:
     from . import (
+        combine,  # noqa: F401
         loaders,  # noqa: F401  (registers on import)
         synthetic,  # noqa: F401
     )

@@ -1,0 +1,73 @@
+"""The real-data benchmark script: its analytic chance level, and a ``--quick`` smoke run (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sbirkit.eval import evaluate_retrieval
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_real", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chance_level_matches_random_rankings():
+    """The analytic E[AP] and E[P@k] of a random ranking agree with the metric on random embeddings."""
+    bench = _bench()
+    gallery_labels = np.array([0] * 5 + [1] * 15 + [2] * 40)  # N = 60, R = 5 / 15 / 40
+    query_labels = np.repeat([0, 1, 2], 1500)
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((len(query_labels), 16)).astype(np.float32)
+    gallery = rng.standard_normal((len(gallery_labels), 16)).astype(np.float32)
+    want = bench.random_ranking_scores(query_labels, gallery_labels, k=10)
+    got = evaluate_retrieval(queries, gallery, query_labels, gallery_labels, metrics=["map", "p@10"])
+    assert want["p@100"] == pytest.approx((5 + 15 + 40) / 3 / 60)  # mean R/N over the queries
+    # random Gaussian embeddings give one random ranking per query: 4,500 rankings
+    assert got["map"] == pytest.approx(want["map"], abs=0.01)
+    assert got["p@10"] == pytest.approx(want["p@100"], abs=0.01)
+    # and the formula is not just R/N: for R = 5 of 60 the expected AP is well above 5/60
+    small = bench.random_ranking_scores([0], gallery_labels)
+    assert small["map"] > 5 / 60 + 0.03
+
+
+@pytest.mark.slow
+def test_bench_real_quick(shared_data, tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--shared", str(shared_data), "--out", str(tmp_path),
+                           "--quick"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "### QMUL-V1" in proc.stdout and "### Quick, Draw! → CIFAR-10" in proc.stdout
+    result = json.loads((tmp_path / "bench_real.json").read_text())
+    assert (tmp_path / "bench_real.md").read_text().startswith("### QMUL-V1")
+    for cat, n_test in (("shoes", 115), ("chairs", 97)):
+        r = result["qmul_v1"][cat]
+        assert (r["pixel"]["queries"], r["pixel"]["gallery"]) == (n_test, n_test)
+        assert (r["engine"]["queries"], r["engine"]["gallery"]) == (n_test, n_test)
+        train, val = r["frozen"]["pairs"]["train"], r["frozen"]["pairs"]["val"]
+        assert train + val == {"shoes": 304, "chairs": 200}[cat] and val > 0 and r["frozen"]["pairs"]["test"] == n_test
+        for row in (r["pixel"], r["frozen"]["trained"], r["engine"]):
+            assert 0 <= row["acc@1"] <= row["acc@10"] <= 1
+    # the pixel baseline clears chance (1/115, 1/97) by far, in the range the data README reports
+    assert 0.12 < result["qmul_v1"]["shoes"]["pixel"]["acc@1"] < 0.35
+    assert 0.30 < result["qmul_v1"]["chairs"]["pixel"]["acc@1"] < 0.55
+    qd = result["quickdraw_cifar10"]
+    assert qd["dataset"]["dropped_photo_classes"] == ["deer"]
+    assert qd["dataset"]["matched"]["ship"] == ["cruise ship", "sailboat", "speedboat"]
+    assert len(qd["classes"]) == 9
+    assert qd["counts"]["test"]["photos"] == 9 * 20  # --quick: 20 test photos a class
+    assert qd["chance"]["p@100"] == pytest.approx(1 / 9)
+    for row in qd["rows"].values():
+        assert 0 < row["map"] <= 1 and row["queries"] == qd["counts"]["test"]["sketches"]
+    assert math.isfinite(qd["engine"]["last_loss"]) and qd["engine"]["steps"] == 2
