@@ -143,6 +143,8 @@ def eval_cmd(
                                                   help="sketch2photo, photo2sketch, sketch2sketch, photo2photo (repeatable; default all four)."),
     data: Optional[List[str]] = typer.Option(None, "--data", help="Override the run's data section: key=value (root=/path, name=folder)."),
     which: str = typer.Option("best", help="Checkpoint: best (selected on val) or last."),
+    gzsl: bool = typer.Option(False, "--gzsl", help="Zero-shot runs: generalised zero-shot, the gallery also holds "
+                              "the seen-class items of the split."),
 ) -> None:
     """Evaluate a run: mAP@all, P@100, P@200 (and Acc@K where instances are paired), per direction."""
     from .engine import evaluate_run
@@ -152,7 +154,7 @@ def eval_cmd(
     if "options" in overrides and not isinstance(overrides["options"], dict):
         _fail("--data options=...: expected a mapping, e.g. options={category: shoes}")
     report = evaluate_run(run, split=split, directions=direction or list(DIRECTIONS), data_overrides=overrides,
-                          which=which, progress=True)
+                          which=which, progress=True, gzsl=gzsl)
     typer.echo(_format_eval(report))
     typer.echo(f"saved: {run / 'eval.json'}")
 

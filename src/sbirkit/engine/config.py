@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
         "val_fraction": 0.0,  # > 0: hold out this fraction of train instances as val_split
         "test_split": "test",
         "cache_images": False,  # keep decoded images in memory (small or procedural datasets)
+        # zero-shot class split (engine/zero_shot.py): a manifest name (sketchy_25) or random:N:SEED;
+        # training and model selection see seen classes only, evaluation the unseen ones
+        "zero_shot": None,
+        "zero_shot_val_classes": 0,  # > 0: model selection on this many held-out seen classes (val split)
     },
     "model": {  # keyword arguments of sbirkit.models.create_encoder (any of them may be set)
         "backbone": "tiny_cnn",
@@ -64,12 +68,16 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 100,
         "progress": True,
         "tensorboard": False,
+        # train the heads on frozen backbone features cached on disk (engine/feature_cache.py)
+        "cached_features": False,
+        "feature_cache": None,  # folder of the feature cache; null = <run_dir>/features
     },
     "eval": {
         "directions": ["sketch2photo"],
         "distance": "cosine",
         "select": "sketch2photo/map",  # metric kept by best.pt (maximised)
         "batch_size": 128,
+        "binary_bits": 0,  # > 0: also report ITQ binary codes of this many bits, Hamming ranking
     },
 }
 
@@ -88,7 +96,7 @@ def _encoder_options() -> set[str]:
 EXTENSIBLE = {"model": _encoder_options}  # sections whose extra keys a function lists
 # keys that may differ when a run is resumed (they do not change the trained weights)
 RESUME_MUTABLE = ("run_dir", "train.progress", "train.num_workers", "train.log_every", "train.tensorboard",
-                  "eval.batch_size")
+                  "train.feature_cache", "eval.batch_size", "eval.binary_bits")
 
 
 class ConfigError(ValueError):

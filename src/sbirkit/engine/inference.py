@@ -27,12 +27,20 @@ WHICH = ("best", "last")
 def build_dataset(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> SBIRDataset:
     """The dataset a config's ``data`` section names (``overrides`` merged on top, e.g. a new root).
 
+    With ``zero_shot`` set, unseen-class samples are all put in ``test_split`` and unsplit seen ones
+    in ``train_split`` (:func:`sbirkit.engine.zero_shot.assign_splits`).
     With ``val_fraction > 0`` (for datasets published without a validation split, e.g. QMUL-V1)
     that fraction of the training instances becomes split ``val_split``, chosen by a hash of the
     instance id, so the same instances are held out in every run; other splits are untouched.
     """
     section = merge(data, overrides or {})
     dataset = create_dataset(section["name"], section.get("root"), **dict(section.get("options") or {}))
+    if section.get("zero_shot"):  # every unseen-class sample becomes a test item (engine/zero_shot.py)
+        from . import zero_shot
+
+        split = zero_shot.class_split(dataset, section["zero_shot"])
+        dataset = zero_shot.assign_splits(dataset, split, section.get("train_split", "train"),
+                                          section.get("test_split", "test"))
     fraction = float(section.get("val_fraction") or 0.0)
     if fraction > 0:
         train, val = section.get("train_split", "train"), section.get("val_split") or "val"

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..data.samplers import PairBatchSampler, PairDataset
-from . import inference
+from . import feature_cache, inference, zero_shot
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import ConfigError, changed_keys, read_config, resolve, save_config
 from .image_cache import cached_images
@@ -100,16 +100,26 @@ class Trainer:
 
         cfg, t = self.config, self.t
         self.dataset = inference.build_dataset(cfg["data"])
+        # under data.zero_shot: seen classes only (engine/zero_shot.py)
+        self.dataset, self.class_split, self.val_classes = zero_shot.training_view(self.dataset, cfg["data"],
+                                                                                   cfg["seed"])
         if cfg["data"]["cache_images"]:
             self.dataset = cached_images(self.dataset)
-        self.method = create_method(cfg["method"]["name"], cfg).to(self.device)
+        self.method = create_method(cfg["method"]["name"], cfg)
+        self.method.setup(self.dataset, cfg["data"]["train_split"])
+        self.method.to(self.device)
         spec = self.method.sampler_spec()
         if spec.kind != "pairs":
             raise ConfigError(f"method {cfg['method']['name']!r} asks for {spec.kind!r} batches; "
                               "this trainer provides 'pairs' only")
         self.sampler = PairBatchSampler(self.dataset, cfg["data"]["train_split"], t["batch_size"], spec.mode,
                                         spec.classes_per_batch, seed=cfg["seed"])
-        self.pairs = PairDataset.for_sampler(self.sampler)
+        self.features = None
+        if t["cached_features"]:  # frozen backbones: train on their features, extracted once
+            self.features = feature_cache.store_for(cfg, self.run_dir, self.device, t["progress"])
+            self.pairs = feature_cache.training_pairs(self.method.encoder, self.sampler, self.features)
+        else:
+            self.pairs = PairDataset.for_sampler(self.sampler)
         params = [p for p in self.method.parameters() if p.requires_grad]
         if t["optimizer"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
@@ -169,8 +179,13 @@ class Trainer:
         from ..eval import evaluate_directions
 
         ev, enc = self.config["eval"], self.method.encoder
-        s_emb, s_lab, s_inst = inference.embed_samples(enc, self.dataset, sketches, ev["batch_size"], self.device)
-        p_emb, p_lab, p_inst = inference.embed_samples(enc, self.dataset, photos, ev["batch_size"], self.device)
+        if self.features is not None:
+            embed = self.features.embedder(enc, self.dataset)
+        else:
+            def embed(samples):
+                return inference.embed_samples(enc, self.dataset, samples, ev["batch_size"], self.device)
+        s_emb, s_lab, s_inst = embed(sketches)
+        p_emb, p_lab, p_inst = embed(photos)
         fine = any(i is not None for i in s_inst) and any(i is not None for i in p_inst)
         results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, directions=ev["directions"],
                                       sketch_instances=s_inst if fine else None,
@@ -185,6 +200,18 @@ class Trainer:
             self.best.update(value=float(value), step=self.step)
             self._save_best(f"max {key} on split {self.config['data']['val_split']!r}")
 
+    def _record_protocol(self) -> None:
+        """Write the zero-shot classes and the feature-cache use into meta.json."""
+        meta_path = self.run_dir / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        if self.class_split is not None:
+            meta["zero_shot"] = {"spec": self.config["data"]["zero_shot"], "name": self.class_split.name,
+                                 "seen": list(self.class_split.seen), "unseen": list(self.class_split.unseen),
+                                 "validation_classes": list(self.val_classes)}
+        if self.features is not None:
+            meta["feature_cache"] = {"root": str(self.features.root), "extracted_for_training": self.features.extracted}
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> Path:
         """Train to ``train.steps`` (resuming from ``last.pt`` if present); returns the run folder."""
@@ -198,6 +225,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         seed_everything(self.config["seed"])
         self._build()
+        self._record_protocol()
         log = MetricsLog(self.run_dir / "metrics.jsonl",
                          self.run_dir / "tensorboard" if t["tensorboard"] else None)
         try:
@@ -238,7 +266,7 @@ class Trainer:
         self.method.train()
         for batch in loader:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self._autocast():
+            with self._autocast(), self._inputs():
                 out = self.method.training_step(batch)
             loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
@@ -273,6 +301,12 @@ class Trainer:
                 self._save_last()
             window_start += time.perf_counter() - paused  # throughput counts training time only
         bar.close()
+
+    def _inputs(self):
+        """With cached features, batches hold features: the encoder branches skip their backbones."""
+        if self.features is None:
+            return contextlib.nullcontext()
+        return feature_cache.features_as_inputs(self.method.encoder)
 
     def _autocast(self):
         if self.amp_dtype is None:

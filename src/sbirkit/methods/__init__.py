@@ -28,7 +28,7 @@ def list_methods() -> list[str]:
 
 
 def _load_builtin_methods() -> None:
-    from . import baseline  # noqa: F401  (registers on import)
+    from . import baseline, zscmr  # noqa: F401  (registers on import)
 
 
 __all__ = ["METHODS", "Method", "SamplerSpec", "create_method", "list_methods", "register_method"]

@@ -70,6 +70,10 @@ class Method(nn.Module):
         options = cls.parse_options(config.get("method"))
         return cls(create_encoder(**dict(config.get("model") or {})), options)
 
+    def setup(self, dataset: Any, train_split: str | None) -> None:
+        """Called by the trainer with its dataset (seen classes only under ``data.zero_shot``) before
+        the optimiser is built: a method whose modules depend on the training classes builds them here."""
+
     def sampler_spec(self) -> SamplerSpec:
         return SamplerSpec()
 
