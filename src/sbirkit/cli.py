@@ -186,6 +186,31 @@ def _run_encoder(run: Path, which: str):
     return encoder, size, info
 
 
+def _embed_folder(run: Path, folder: Path, which: str, batch_size: int, modality: str = "photo"):
+    """Embed every image under ``folder`` with a run's model: (embeddings, items, info, skipped count).
+
+    Unreadable images are reported on stderr and skipped; a folder with none readable fails.
+    """
+    import torch
+
+    from .index import embed_image_files, image_items, list_image_files
+
+    if modality not in ("photo", "sketch"):
+        _fail(f"--modality: expected photo or sketch, got {modality!r}")
+    encoder, size, info = _run_encoder(run, which)
+    paths = list_image_files(folder)
+    if not paths:
+        _fail(f"{folder}: expected image files, found none")
+    fn = encoder.encode_photo if modality == "photo" else encoder.encode_sketch
+    with torch.no_grad():
+        emb, ok, failures = embed_image_files(fn, paths, size, batch_size=batch_size)
+    for path, reason in failures:
+        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
+    if not ok:
+        _fail(f"{folder}: none of the {len(paths)} images could be read")
+    return emb, image_items(ok, folder), info, len(failures)
+
+
 @app.command()
 def embed(
     run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
@@ -196,31 +221,15 @@ def embed(
     batch_size: int = typer.Option(64, help="Images per batch."),
 ) -> None:
     """Embed a folder of images to disk (.npz: embeddings, ids, paths, labels where the layout gives them)."""
-    import numpy as np
-    import torch
-
-    from .index import embed_image_files, image_items, list_image_files
-
-    encoder, size, info = _run_encoder(run, which)
-    paths = list_image_files(folder)
-    if not paths:
-        _fail(f"{folder}: expected image files, found none")
-    fn = encoder.encode_photo if modality == "photo" else encoder.encode_sketch
-    with torch.no_grad():
-        emb, ok, failures = embed_image_files(fn, paths, size, batch_size=batch_size)
-    items = image_items(ok, folder)
-    for path, reason in failures:
-        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, embeddings=emb, ids=np.array([i["id"] for i in items]), paths=np.array([i["path"] for i in items]),
-             labels=np.array([i.get("class_name", "") for i in items]), model=json_dumps(info))
-    typer.echo(f"embedded {len(ok)} images ({len(failures)} skipped) -> {out}")
-
-
-def json_dumps(obj) -> str:
     import json
 
-    return json.dumps(obj, sort_keys=True)
+    import numpy as np
+
+    emb, items, info, skipped = _embed_folder(run, folder, which, batch_size, modality)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, embeddings=emb, ids=np.array([i["id"] for i in items]), paths=np.array([i["path"] for i in items]),
+             labels=np.array([i.get("class_name", "") for i in items]), model=json.dumps(info, sort_keys=True))
+    typer.echo(f"embedded {len(items)} images ({skipped} skipped) -> {out}")
 
 
 index_app = typer.Typer(help="Build and inspect persistent search indexes.", no_args_is_help=True)
@@ -237,23 +246,11 @@ def index_build(
     batch_size: int = typer.Option(64, help="Images per batch."),
 ) -> None:
     """Embed a photo collection with a trained model and save a FAISS index with its metadata."""
-    import torch
+    from .index import GalleryIndex
 
-    from .index import GalleryIndex, embed_image_files, image_items, list_image_files
-
-    encoder, size, info = _run_encoder(run, which)
-    paths = list_image_files(folder)
-    if not paths:
-        _fail(f"{folder}: expected image files, found none")
-    with torch.no_grad():
-        emb, ok, failures = embed_image_files(encoder.encode_photo, paths, size, batch_size=batch_size)
-    for path, reason in failures:
-        typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
-    if not ok:
-        _fail(f"{folder}: none of the {len(paths)} images could be read")
-    index = GalleryIndex.build(emb, image_items(ok, folder), info, factory=factory)
-    saved = index.save(out)
-    typer.echo(f"indexed {len(ok)} photos ({len(failures)} unreadable, skipped) with {factory} -> {saved}")
+    emb, items, info, skipped = _embed_folder(run, folder, which, batch_size)
+    saved = GalleryIndex.build(emb, items, info, factory=factory).save(out)
+    typer.echo(f"indexed {len(items)} photos ({skipped} unreadable, skipped) with {factory} -> {saved}")
 
 
 @app.command()
