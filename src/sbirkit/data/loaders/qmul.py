@@ -158,7 +158,7 @@ def qmul_v1(
     samples: list[Sample] = []
     for split in SPLITS:
         counts = {}
-        for kind, modality in _KINDS:
+        for kind, _modality in _KINDS:
             path = folder / f"{category}_{kind}_db_{split}.mat"
             if not path.is_file():
                 raise DataError(
