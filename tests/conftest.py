@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 _SHARED = Path(os.environ.get("SBIRKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -16,3 +17,13 @@ def shared_data() -> Path:
     if not _SHARED.is_dir():
         pytest.skip(f"real sample data not found at {_SHARED} (set SBIRKIT_SHARED_DATA)")
     return _SHARED
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one thread (restored afterwards): on a busy 2-core machine, two
+    spinning OpenMP threads per process make tiny convolutions ~5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

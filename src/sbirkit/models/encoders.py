@@ -228,24 +228,16 @@ def create_encoder(
         )
         photo = _build_branch(photo_backbone, photo_pretrained, photo_weights, **common)
     model = SketchPhotoEncoder(sketch, photo, shared=shared)
+    branch_args = {k: v for k, v in common.items() if k != "options"}
     model.config = dict(
         backbone=backbone,
-        embed_dim=embed_dim,
         shared=shared,
-        attention=attention,
         pretrained=pretrained,
         weights=str(weights) if weights is not None else None,
         photo_backbone=photo_backbone if not shared else None,
         photo_pretrained=photo_pretrained if not shared else None,
         photo_weights=str(photo_weights) if (not shared and photo_weights is not None) else None,
-        hidden=hidden,
-        dropout=dropout,
-        normalize=normalize,
-        input_norm=input_norm,
-        attention_mode=attention_mode,
-        attention_hidden=attention_hidden,
-        pool=pool,
-        in_chans=in_chans,
+        **branch_args,
         backbone_options=options,
     )
     return model
