@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
         # train the heads on frozen backbone features cached on disk (engine/feature_cache.py)
         "cached_features": False,
         "feature_cache": None,  # folder of the feature cache; null = <run_dir>/features
+        # default | pca: start linear heads at a PCA of the training features (engine/head_init.py)
+        "head_init": "default",
     },
     "eval": {
         "directions": ["sketch2photo"],

@@ -216,6 +216,10 @@ class FeaturePairs(PairDataset):
                       "photo": {p.key: i for i, p in enumerate(self.photos)}}
         self._features = {"sketch": sketch_features, "photo": photo_features}
 
+    def features_of(self, modality: str) -> np.ndarray:
+        """The cached features of every training sketch or photo (``"sketch"`` / ``"photo"``)."""
+        return self._features[modality]
+
     def _image(self, sample: Sample) -> torch.Tensor:
         side = sample.modality.value
         return torch.from_numpy(np.array(self._features[side][self._rows[side][sample.key]], dtype=np.float32))

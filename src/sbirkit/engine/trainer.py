@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..data.samplers import PairBatchSampler, PairDataset
-from . import feature_cache, inference, zero_shot
+from . import feature_cache, head_init, inference, zero_shot
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import ConfigError, changed_keys, read_config, resolve, save_config
 from .image_cache import cached_images
@@ -120,6 +120,8 @@ class Trainer:
             self.pairs = feature_cache.training_pairs(self.method.encoder, self.sampler, self.features)
         else:
             self.pairs = PairDataset.for_sampler(self.sampler)
+        self.head_init = head_init.init_heads(t["head_init"], self.method.encoder,
+                                              self.pairs if self.features is not None else None)
         params = [p for p in self.method.parameters() if p.requires_grad]
         if t["optimizer"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
@@ -208,6 +210,8 @@ class Trainer:
             meta["zero_shot"] = {"spec": self.config["data"]["zero_shot"], "name": self.class_split.name,
                                  "seen": list(self.class_split.seen), "unseen": list(self.class_split.unseen),
                                  "validation_classes": list(self.val_classes)}
+        if self.head_init is not None:
+            meta["head_init"] = self.head_init
         if self.features is not None:
             meta["feature_cache"] = {"root": str(self.features.root), "extracted_for_training": self.features.extracted}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
