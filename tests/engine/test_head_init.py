@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from sbirkit.engine import Trainer, feature_cache
 from sbirkit.engine.config import ConfigError, apply_overrides, load_preset
 from sbirkit.engine.head_init import init_heads, pca_init_heads, principal_directions
+from sbirkit.methods import create_method
 from sbirkit.models import create_encoder
 
 
@@ -67,11 +68,15 @@ def test_refusals():
     feats = np.random.default_rng(0).normal(size=(10, 64))
     with pytest.raises(ConfigError, match="model.hidden: null"):
         pca_init_heads(encoder, feats, feats)
-    with pytest.raises(ConfigError, match="cached_features=true"):
-        init_heads("pca", encoder, None)
+
+    def never(modality):
+        raise AssertionError("features extracted for a head that cannot take them")
+
+    with pytest.raises(ConfigError, match="model.hidden: null"):
+        init_heads("pca", encoder, never)
     with pytest.raises(ConfigError, match="head_init: expected one of"):
-        init_heads("xavier", encoder, None)
-    assert init_heads("default", encoder, None) is None
+        init_heads("xavier", encoder, never)
+    assert init_heads("default", encoder, never) is None
 
 
 def test_a_pca_run_fits_on_seen_training_samples_only(tmp_path, monkeypatch):
@@ -99,13 +104,34 @@ def test_a_pca_run_fits_on_seen_training_samples_only(tmp_path, monkeypatch):
     assert set(trainer.class_split.unseen_indices(trainer.dataset)).isdisjoint(classes)
 
 
-def test_pca_without_cached_features_is_refused(tmp_path):
+def test_end_to_end_pca_fits_the_initial_backbone_features(tmp_path, monkeypatch):
     config = apply_overrides(load_preset("triplet-synthetic-zs"), [
-        "data.options={num_classes: 4, photos_per_class: 4, image_size: 16, seed: 0}", "data.zero_shot=null", "data.zero_shot_val_classes=0",
-        "model.backbone=tiny_cnn", "model.pretrained=false", "model.embed_dim=8", "method.classes_per_batch=null",
-        "train.cached_features=false", "train.steps=1", "train.batch_size=4", "train.progress=false", "train.head_init=pca"])
-    with pytest.raises(ConfigError, match="cached_features=true"):
-        Trainer(config, tmp_path / "run").fit()
+        "data.options={num_classes: 4, photos_per_class: 4, image_size: 16, seed: 0}", "data.zero_shot=null",
+        "data.zero_shot_val_classes=0", "model.backbone=tiny_cnn", "model.pretrained=false", "model.embed_dim=8",
+        "model.shared=true", "method.classes_per_batch=null", "train.cached_features=false", "train.steps=1",
+        "train.batch_size=4", "train.lr=0", "train.progress=false", "train.head_init=pca", "data.val_split=null"])
+    fitted = []
+    fit = pca_init_heads
+
+    def spy(encoder, sketches, photos):
+        fitted.append(np.concatenate([sketches, photos]))
+        return fit(encoder, sketches, photos)
+
+    monkeypatch.setattr("sbirkit.engine.head_init.pca_init_heads", spy)
+    trainer = Trainer(config, tmp_path / "run")
+    with pytest.warns(UserWarning, match="no model selection"):
+        trainer.fit()  # lr 0: the heads stay where the initialisation put them
+    torch.manual_seed(0)  # the trainer seeds with config seed 0 before building: the same initial backbone
+    fresh = create_method("triplet", config).encoder.branch("sketch")
+    expected = np.concatenate([feature_cache.extract_features(fresh, trainer.dataset, samples)
+                               for samples in (trainer.sampler.sketches, trainer.sampler.photos)])
+    np.testing.assert_allclose(fitted[0], expected, rtol=1e-5, atol=1e-6)
+    v, mean = principal_directions(expected, 8)  # shared branch: one pooled PCA
+    layer = trainer.method.encoder.branch("sketch").head.proj[-1]
+    np.testing.assert_allclose(layer.weight.detach().numpy(), v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer.bias.detach().numpy(), -v @ mean, rtol=1e-4, atol=1e-4)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["head_init"]["pooled_modalities"] and meta["head_init"]["fitted_on"]["sketches"] == len(trainer.sampler.sketches) > 0
 
 
 def test_feature_pairs_expose_the_training_features(tmp_path):

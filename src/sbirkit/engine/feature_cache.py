@@ -93,6 +93,28 @@ def data_identity(data: Mapping[str, Any]) -> dict[str, Any]:
             "options": dict(data.get("options") or {})}
 
 
+@torch.no_grad()
+def extract_features(branch: Encoder, dataset: SBIRDataset, samples: Sequence[Sample], batch_size: int = 128,
+                     device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
+    """``branch``'s backbone features of ``samples`` (one modality), in eval mode, ``(N, D)`` float32."""
+    from tqdm.auto import tqdm
+
+    samples = list(samples)
+    # its own generator: a DataLoader otherwise draws its base seed from the global RNG, and a run
+    # would train differently depending on whether the cache was already filled
+    loader = torch.utils.data.DataLoader(SampleDataset(dataset, samples), batch_size=batch_size,
+                                         shuffle=False, generator=torch.Generator())
+    was_training = branch.training
+    branch.eval()
+    chunks = []
+    try:
+        for batch in tqdm(loader, desc=f"features ({samples[0].modality.value})", unit="batch", disable=not progress):
+            chunks.append(branch.features(batch["image"].to(device)).float().cpu().numpy())
+    finally:
+        branch.train(was_training)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
 class FeatureStore:
     """Cached features under ``root``; one entry per (data identity, image size, modality, branch)."""
 
@@ -160,25 +182,10 @@ class FeatureStore:
                 "rows": len(keys)}
         (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
-    @torch.no_grad()
     def _extract(self, branch: Encoder, dataset: SBIRDataset, samples: list[Sample]) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        # its own generator: a DataLoader otherwise draws its base seed from the global RNG, and a run
-        # would train differently depending on whether the cache was already filled
-        loader = torch.utils.data.DataLoader(SampleDataset(dataset, samples), batch_size=self.batch_size,
-                                             shuffle=False, generator=torch.Generator())
-        was_training = branch.training
-        branch.eval()
-        chunks = []
-        try:
-            for batch in tqdm(loader, desc=f"features ({samples[0].modality.value})", unit="batch",
-                              disable=not self.progress):
-                chunks.append(branch.features(batch["image"].to(self.device)).float().cpu().numpy())
-        finally:
-            branch.train(was_training)
+        array = extract_features(branch, dataset, samples, self.batch_size, self.device, self.progress)
         self.extracted += len(samples)
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+        return array
 
     def embedder(self, encoder: nn.Module, dataset: SBIRDataset):
         """``embed(samples) -> (embeddings, labels, instances)`` through the heads, from cached features."""

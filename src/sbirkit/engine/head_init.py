@@ -16,10 +16,14 @@ What is fitted, and on what:
   (their features share one space, so sketch and photo start in one embedding), else one PCA per
   branch on its own modality;
 * the last linear layer of each head, so the head must be linear (``model.hidden: null``).
+
+With cached features the PCA reads the cache; end to end, the training samples go through the
+(pretrained) backbones once, in eval mode, before the first step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,14 +84,14 @@ def pca_init_heads(encoder: nn.Module, sketch_features: np.ndarray, photo_featur
             "fitted_on": {"sketches": int(len(sketch_features)), "photos": int(len(photo_features))}}
 
 
-def init_heads(kind: str, encoder: nn.Module, pairs: Any | None) -> dict[str, Any] | None:
-    """Apply ``train.head_init`` (``default``: leave the heads as built). ``pairs`` is the
-    trainer's cached-feature dataset (:class:`~sbirkit.engine.feature_cache.FeaturePairs`)."""
+def init_heads(kind: str, encoder: nn.Module, training_features: Callable[[str], np.ndarray]) -> dict[str, Any] | None:
+    """Apply ``train.head_init`` (``default``: leave the heads as built). ``training_features(m)``
+    returns the backbone features of the training samples of modality ``m`` (``"sketch"`` or
+    ``"photo"``); it is called only when something is fitted."""
     if kind not in HEAD_INITS:
         raise ConfigError(f"train.head_init: expected one of {HEAD_INITS}, got {kind!r}")
     if kind == "default":
         return None
-    if pairs is None or not hasattr(pairs, "features_of"):
-        raise ConfigError("train.head_init=pca: needs train.cached_features=true (the PCA is fitted on the "
-                          "cached training features)")
-    return pca_init_heads(encoder, pairs.features_of("sketch"), pairs.features_of("photo"))
+    for modality in ("sketch", "photo"):
+        _linear_layer(encoder.branch(modality).head)  # refuse an MLP head before extracting anything
+    return pca_init_heads(encoder, training_features("sketch"), training_features("photo"))

@@ -73,6 +73,7 @@ class Trainer:
         self.config = config
         self.t = config["train"]
         self.device = resolve_device(self.t["device"])
+        self.resuming = False
         self.amp_dtype = autocast_dtype(self.device, self.t["amp"])
         for key in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_every"):
             if not isinstance(self.t[key], int) or self.t[key] < (0 if key == "eval_every" else 1):
@@ -120,8 +121,9 @@ class Trainer:
             self.pairs = feature_cache.training_pairs(self.method.encoder, self.sampler, self.features)
         else:
             self.pairs = PairDataset.for_sampler(self.sampler)
-        self.head_init = head_init.init_heads(t["head_init"], self.method.encoder,
-                                              self.pairs if self.features is not None else None)
+        self.head_init = None
+        if not self.resuming:  # a resumed run loads its heads from last.pt
+            self.head_init = head_init.init_heads(t["head_init"], self.method.encoder, self._training_features)
         params = [p for p in self.method.parameters() if p.requires_grad]
         if t["optimizer"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
@@ -137,6 +139,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best: dict[str, Any] = {"metric": cfg["eval"]["select"], "value": None, "step": None}
+
+    def _training_features(self, modality: str) -> np.ndarray:
+        """Backbone features of the sampler's training samples of one modality (for head_init)."""
+        if self.features is not None:
+            return self.pairs.features_of(modality)
+        samples = self.sampler.sketches if modality == "sketch" else self.sampler.photos
+        return feature_cache.extract_features(self.method.encoder.branch(modality), self.dataset, samples,
+                                              int(self.config["eval"]["batch_size"]), self.device, self.t["progress"])
 
     def _resume(self) -> None:
         ckpt = load_checkpoint(self.run_dir / "last.pt", map_location=self.device)
@@ -222,7 +232,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         t = self.t
-        resuming = self._prepare_run_dir()
+        resuming = self.resuming = self._prepare_run_dir()
         previous_det = torch.are_deterministic_algorithms_enabled()
         if t["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
