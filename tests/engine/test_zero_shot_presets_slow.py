@@ -1,5 +1,5 @@
 """The shipped zero-shot presets trained in full (slow: about a minute; run with -m slow): ZSCMR
-beats the triplet baseline on unseen classes in the cross-modal directions, and both beat chance."""
+beats the triplet baseline on unseen classes in all four directions, and both beat chance."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ def test_zscmr_synthetic_beats_the_triplet_baseline_on_unseen_classes(tmp_path):
         results[preset] = {d: r["metrics"]["map"] for d, r in report["results"].items()}
         chance = report["protocol"]["chance"]
     zscmr, triplet = results["zscmr-synthetic"], results["triplet-synthetic-zs"]
-    # seed 0 on this machine: ZSCMR 0.593 / 0.625 vs triplet 0.484 / 0.530 (BENCHMARKS.md)
+    # seed 0 (BENCHMARKS.md): ZSCMR ahead by about 0.05 cross-modal and 0.02 within a modality;
+    # the five-seed mean lead is 0.03 and 0.01-0.015
     for direction in ("sketch2photo", "photo2sketch"):
-        assert zscmr[direction] > triplet[direction] + 0.05
+        assert zscmr[direction] > triplet[direction] + 0.02
+    for direction in ("sketch2sketch", "photo2photo"):
+        assert zscmr[direction] > triplet[direction]
     for direction in ("sketch2photo", "photo2sketch", "sketch2sketch", "photo2photo"):
         assert zscmr[direction] > 3 * chance[direction] and triplet[direction] > 2 * chance[direction]
         assert f"{direction} (64-bit ITQ, Hamming)" in zscmr
