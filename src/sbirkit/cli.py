@@ -120,7 +120,7 @@ def data_info(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    preset: str = typer.Argument(..., help="A preset name from configs/ (see 'sbirkit list') or a YAML path."),
+    preset: str = typer.Argument(..., help="A preset name (see 'sbirkit list'; shipped in src/sbirkit/configs/) or a YAML path."),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder (default runs/<preset>); resumes if it has last.pt."),
 ) -> None:
     """Train a model from a preset; key=value arguments override any config key (train.steps=200)."""

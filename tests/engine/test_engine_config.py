@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -31,6 +33,26 @@ def test_shipped_presets_resolve_and_name_known_methods():
     qmul = load_preset("triplet_sn-qmul_v1")
     assert qmul["data"]["name"] == "qmul-v1" and qmul["method"]["name"] == "triplet_sn"
     assert load_preset("triplet_sn-synthetic")["method"]["name"] == "triplet_sn"
+
+
+def test_presets_ship_inside_the_package_and_a_user_folder_comes_first(tmp_path, monkeypatch):
+    import sbirkit
+    from sbirkit.engine.config import configs_dirs
+
+    monkeypatch.delenv("SBIRKIT_CONFIGS", raising=False)
+    packaged = Path(sbirkit.__file__).parent / "configs"
+    assert configs_dirs() == [packaged]  # package data: a wheel install has the presets too
+    shipped = sorted(p.stem for p in packaged.glob("*.yaml"))
+    assert shipped == list_presets() and len(shipped) >= 12
+    (tmp_path / "mine.yaml").write_text("extends: triplet-synthetic\ntrain: {steps: 7}\n")
+    (tmp_path / "triplet-synthetic-zs.yaml").write_text("extends: zscmr-synthetic\ntrain: {steps: 9}\n")
+    monkeypatch.setenv("SBIRKIT_CONFIGS", str(tmp_path))
+    assert list_presets() == sorted([*shipped, "mine"])
+    mine = load_preset("mine")  # a user preset extending a shipped one
+    assert mine["train"]["steps"] == 7 and mine["method"]["name"] == load_preset("triplet-synthetic")["method"]["name"]
+    assert load_preset("triplet-synthetic-zs")["train"]["steps"] == 9  # the user's folder shadows the package
+    with pytest.raises(ConfigError, match="not found in"):
+        load_preset("nope")
 
 
 def test_extends_merges_deeply(tmp_path):

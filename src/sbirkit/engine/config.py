@@ -1,4 +1,5 @@
-"""Run configs: YAML presets in ``configs/`` (with ``extends:``), typed dotted overrides, saving.
+"""Run configs: YAML presets (``sbirkit/configs/``, shipped in the package; ``extends:`` chains them),
+typed dotted overrides, saving.
 
 A resolved config is a plain nested dict: the defaults below, overlaid by a preset (and the
 presets it extends), overlaid by ``key=value`` overrides. Every key must be one the defaults
@@ -105,15 +106,19 @@ class ConfigError(ValueError):
     """A bad preset or override; the message names the file or key and what was expected."""
 
 
-def configs_dir() -> Path:
-    """Where presets live: ``$SBIRKIT_CONFIGS``, else ``configs/`` at the repository root."""
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def configs_dirs() -> list[Path]:
+    """Where presets are looked up, in order: ``$SBIRKIT_CONFIGS`` (if set), then the package's own
+    ``sbirkit/configs/`` (package data, so a wheel install has them too). A preset in the first
+    folder shadows a shipped one of the same name and may ``extends:`` shipped presets."""
     env = os.environ.get("SBIRKIT_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "configs"
+    return ([Path(env)] if env else []) + [PACKAGED_CONFIGS]
 
 
 def list_presets() -> list[str]:
-    folder = configs_dir()
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    return sorted({p.stem for folder in configs_dirs() if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def _preset_path(name_or_path: str | os.PathLike) -> Path:
@@ -122,11 +127,12 @@ def _preset_path(name_or_path: str | os.PathLike) -> Path:
         if not path.is_file():
             raise ConfigError(f"{path}: preset file not found")
         return path
-    candidate = configs_dir() / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        raise ConfigError(f"preset {str(name_or_path)!r}: not found in {configs_dir()}; "
-                          f"known: {', '.join(list_presets()) or '(none)'}")
-    return candidate
+    for folder in configs_dirs():
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"preset {str(name_or_path)!r}: not found in {', '.join(map(str, configs_dirs()))}; "
+                      f"known: {', '.join(list_presets()) or '(none)'}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
