@@ -219,6 +219,11 @@ QUICKDRAW_CANDIDATES = [  # (method, label, overrides of its synthetic preset), 
     ("triplet", "lr 3e-4", ["train.lr=3e-4"]),
     ("ablation", "ZSCMR without L_class, random negatives", ["method.mining=random", "method.terms=[cmd,triplet,rcs]"]),
     ("ablation", "ZSCMR's L_3lt alone, random negatives", ["method.mining=random", "method.terms=[triplet]"]),
+    ("ablation", "ZSCMR, random negatives, w_class 0.1, one-hot class vectors",
+     ["method.mining=random", "method.w_class=0.1", "method.semantic=onehot", "method.semantic_options={}"]),
+    ("ablation", "ZSCMR, random negatives, w_class 0.1, random class vectors",
+     ["method.mining=random", "method.w_class=0.1", "method.semantic=random",
+      "method.semantic_options={dim: 384, seed: 0}"]),
 ]
 
 
