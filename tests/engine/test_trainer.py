@@ -184,3 +184,29 @@ def test_no_validation_split_keeps_the_final_model(tmp_path):
     best = torch.load(run_dir / "best.pt", weights_only=True)
     assert best["step"] == 4 and best["value"] is None and "no validation" in best["selection"]
     assert not [r for r in read_metrics(run_dir / "metrics.jsonl") if "split" in r]
+
+
+def test_backbone_lr_gives_the_backbones_their_own_learning_rate(tmp_path):
+    def trained(backbone_lr):
+        trainer = Trainer(tiny_config("train.steps=3", "train.eval_every=0", f"train.backbone_lr={backbone_lr}"),
+                          tmp_path / str(backbone_lr))
+        trainer.fit()
+        torch.manual_seed(0)  # the trainer seeds with config seed 0 before building: same initial weights
+        from sbirkit.methods import create_method
+
+        fresh = dict(create_method(trainer.config["method"]["name"], trainer.config).named_parameters())
+        moved = {name: not torch.equal(p.detach(), fresh[name].detach())
+                 for name, p in trainer.method.named_parameters()}
+        backbone = [m for name, m in moved.items() if ".backbone." in name]
+        rest = [m for name, m in moved.items() if ".backbone." not in name]
+        rows = read_metrics(trainer.run_dir / "metrics.jsonl")
+        return trainer, backbone, rest, rows
+
+    trainer, backbone, rest, rows = trained(0.0)
+    assert backbone and not any(backbone) and any(rest)  # lr 0: backbone parameters stay put, heads train
+    assert [len(g["params"]) for g in trainer.optimizer.param_groups] == [len(rest), len(backbone)]
+    assert all(r["backbone_lr"] == 0.0 for r in rows if "loss" in r)
+    trainer, backbone, rest, rows = trained("null")  # one group: the default, as before the option existed
+    assert len(trainer.optimizer.param_groups) == 1 and any(backbone) and all("backbone_lr" not in r for r in rows)
+    with pytest.raises(ConfigError, match="backbone_lr: expected null or a number >= 0"):
+        Trainer(tiny_config("train.backbone_lr=-1"), tmp_path / "bad").fit()

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 32,
         "optimizer": "adamw",  # adamw | sgd
         "lr": 1.0e-3,
+        "backbone_lr": None,  # null = lr; else the backbones' own learning rate (fine-tuning end to end)
         "weight_decay": 1.0e-4,
         "momentum": 0.9,  # sgd only
         "schedule": "cosine",  # cosine | constant

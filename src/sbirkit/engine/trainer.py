@@ -124,7 +124,7 @@ class Trainer:
         self.head_init = None
         if not self.resuming:  # a resumed run loads its heads from last.pt
             self.head_init = head_init.init_heads(t["head_init"], self.method.encoder, self._training_features)
-        params = [p for p in self.method.parameters() if p.requires_grad]
+        params = self._param_groups()
         if t["optimizer"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
         elif t["optimizer"] == "sgd":
@@ -139,6 +139,23 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best: dict[str, Any] = {"metric": cfg["eval"]["select"], "value": None, "step": None}
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters; with ``train.backbone_lr`` set, the backbones' in a group of their own
+        at that learning rate (the schedule scales both groups alike)."""
+        trainable = [p for p in self.method.parameters() if p.requires_grad]
+        backbone_lr = self.t["backbone_lr"]
+        if backbone_lr is None:
+            return [{"params": trainable}]
+        if isinstance(backbone_lr, bool) or not isinstance(backbone_lr, (int, float)) or backbone_lr < 0:
+            raise ConfigError(f"train.backbone_lr: expected null or a number >= 0, got {backbone_lr!r}")
+        in_backbone = {id(p) for branch in feature_cache.encoder_branches(self.method.encoder)
+                       for p in branch.backbone.parameters()}
+        groups = [{"params": [p for p in trainable if id(p) not in in_backbone]}]
+        backbone = [p for p in trainable if id(p) in in_backbone]
+        if backbone:  # none with cached features: the backbones are frozen
+            groups.append({"params": backbone, "lr": float(backbone_lr)})
+        return groups
 
     def _training_features(self, modality: str) -> np.ndarray:
         """Backbone features of the sampler's training samples of one modality (for head_init)."""
@@ -291,6 +308,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
+            lrs = {"backbone_lr": self.optimizer.param_groups[1]["lr"]} if len(self.optimizer.param_groups) > 1 else {}
             self.scheduler.step()
             self.step += 1
             window_steps += 1
@@ -303,7 +321,7 @@ class Trainer:
                 if not math.isfinite(record["loss"]):
                     raise FloatingPointError(f"steps {self.step - window_steps + 1}-{self.step}: loss is "
                                              f"{record['loss']}; lower train.lr or set train.grad_clip")
-                log.write({"step": self.step, **record, "lr": lr, "samples_per_s": round(rate, 2)})
+                log.write({"step": self.step, **record, "lr": lr, **lrs, "samples_per_s": round(rate, 2)})
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{rate:.0f}")
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             bar.update(1)
