@@ -77,6 +77,9 @@ def test_refusals():
     with pytest.raises(ConfigError, match="head_init: expected one of"):
         init_heads("xavier", encoder, never)
     assert init_heads("default", encoder, never) is None
+    wide = create_encoder("tiny_cnn", embed_dim=32, shared=False)
+    with pytest.raises(ConfigError, match="embed_dim=32 principal directions need at least 32 training samples"):
+        pca_init_heads(wide, feats, feats)  # 10 samples per side, separate backbones
 
 
 def test_a_pca_run_fits_on_seen_training_samples_only(tmp_path, monkeypatch):

@@ -66,13 +66,15 @@ def pca_init_heads(encoder: nn.Module, sketch_features: np.ndarray, photo_featur
     branches = {m: encoder.branch(m) for m in ("sketch", "photo")}
     pooled = len(encoder_branches(encoder)) == 1 or \
         weights_digest(branches["sketch"].backbone) == weights_digest(branches["photo"].backbone)
-    fits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     k = int(encoder.embed_dim)
-    if pooled:
-        fit = principal_directions(np.concatenate([sketch_features, photo_features]), k)
-        fits = {"sketch": fit, "photo": fit}
-    else:
-        fits = {"sketch": principal_directions(sketch_features, k), "photo": principal_directions(photo_features, k)}
+    sets = {"sketch+photo": np.concatenate([sketch_features, photo_features])} if pooled else \
+        {"sketch": np.asarray(sketch_features), "photo": np.asarray(photo_features)}
+    for name, x in sets.items():
+        if k > min(x.shape):
+            raise ConfigError(f"train.head_init=pca: model.embed_dim={k} principal directions need at least {k} "
+                              f"training samples and {k} feature dimensions; the {name} features are {x.shape}")
+    fitted = {name: principal_directions(x, k) for name, x in sets.items()}
+    fits = {m: fitted["sketch+photo"] for m in ("sketch", "photo")} if pooled else fitted
     for modality, (v, mean) in fits.items():
         layer = _linear_layer(branches[modality].head)
         weight = torch.as_tensor(v, dtype=layer.weight.dtype, device=layer.weight.device)
