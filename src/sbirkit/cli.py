@@ -59,15 +59,15 @@ def _fail(message: str) -> None:
 
 
 def _parse_options(options: list[str] | None) -> dict:
-    """``key=value`` pairs with YAML-typed values (``max_per_class=20`` -> int)."""
-    import yaml
+    """``key=value`` pairs with YAML-typed values (``max_per_class=20`` -> int, ``1e-3`` -> float)."""
+    from .engine.config import load_yaml
 
     out = {}
     for item in options or []:
         if "=" not in item:
             _fail(f"option {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = load_yaml(value)
     return out
 
 

@@ -55,6 +55,20 @@ def test_presets_ship_inside_the_package_and_a_user_folder_comes_first(tmp_path,
         load_preset("nope")
 
 
+@pytest.mark.parametrize("raw, expected", [
+    ("1e-5", 1e-5), ("1E3", 1000.0), ("-2.5e-3", -2.5e-3), (".5e2", 50.0), ("1.0e-3", 1e-3), ("3", 3), ("0.5", 0.5),
+    ("1e", "1e"), ("e5", "e5"), ("abc1e5", "abc1e5"), ("1e5x", "1e5x"), ("null", None)])
+def test_override_values_read_exponent_floats_as_yaml_1_2_does(raw, expected):
+    key, value = parse_override(f"train.backbone_lr={raw}")
+    assert key == "train.backbone_lr" and value == expected and type(value) is type(expected)
+
+
+def test_a_preset_value_in_exponent_form_is_a_float(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("extends: triplet-synthetic\ntrain: {backbone_lr: 1e-5}\n")
+    assert load_preset(str(path))["train"]["backbone_lr"] == 1e-5
+
+
 def test_extends_merges_deeply(tmp_path):
     (tmp_path / "base.yaml").write_text("train: {steps: 50, lr: 0.01}\nmethod: {name: siamese, margin: 0.5}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain: {steps: 7}\n")

@@ -15,11 +15,28 @@ import copy
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 exponent floats: PyYAML (YAML 1.1) reads ``1e-5`` as the
+    *string* "1e-5" because it has no dot; here it is the float 1e-05, in presets and overrides."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`YamlLoader` (safe; ``1e-5`` is a float)."""
+    return yaml.load(text, Loader=YamlLoader)  # a SafeLoader subclass: safe
+
 
 DEFAULTS: dict[str, Any] = {
     "name": None,  # the preset's name; the default run_dir is runs/<name>
@@ -138,7 +155,7 @@ def _preset_path(name_or_path: str | os.PathLike) -> Path:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:
@@ -259,7 +276,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r}: expected a dotted key before '='")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key, value
