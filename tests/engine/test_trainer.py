@@ -210,3 +210,22 @@ def test_backbone_lr_gives_the_backbones_their_own_learning_rate(tmp_path):
     assert len(trainer.optimizer.param_groups) == 1 and any(backbone) and all("backbone_lr" not in r for r in rows)
     with pytest.raises(ConfigError, match="backbone_lr: expected null or a number >= 0"):
         Trainer(tiny_config("train.backbone_lr=-1"), tmp_path / "bad").fit()
+
+
+def test_backbone_bn_frozen_keeps_the_running_statistics(tmp_path):
+    def buffers(setting):
+        trainer = Trainer(tiny_config("train.steps=3", "train.eval_every=0", f"train.backbone_bn={setting}"),
+                          tmp_path / setting)
+        trainer.fit()
+        torch.manual_seed(0)
+        from sbirkit.methods import create_method
+
+        fresh = create_method(trainer.config["method"]["name"], trainer.config).state_dict()
+        stats = [k for k in fresh if ".backbone." in k and k.endswith("running_mean")]
+        assert stats
+        return [torch.equal(trainer.method.state_dict()[k], fresh[k]) for k in stats]
+
+    assert all(buffers("frozen"))  # eval-mode BatchNorm: statistics untouched by training batches
+    assert not any(buffers("train"))
+    with pytest.raises(ConfigError, match="backbone_bn: expected 'train' or 'frozen'"):
+        Trainer(tiny_config("train.backbone_bn=fixed"), tmp_path / "bad").fit()

@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "optimizer": "adamw",  # adamw | sgd
         "lr": 1.0e-3,
         "backbone_lr": None,  # null = lr; else the backbones' own learning rate (fine-tuning end to end)
+        "backbone_bn": "train",  # train | frozen: keep the backbones' BatchNorm statistics fixed
         "weight_decay": 1.0e-4,
         "momentum": 0.9,  # sgd only
         "schedule": "cosine",  # cosine | constant

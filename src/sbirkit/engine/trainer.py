@@ -124,6 +124,8 @@ class Trainer:
         self.head_init = None
         if not self.resuming:  # a resumed run loads its heads from last.pt
             self.head_init = head_init.init_heads(t["head_init"], self.method.encoder, self._training_features)
+        if t["backbone_bn"] not in ("train", "frozen"):
+            raise ConfigError(f"train.backbone_bn: expected 'train' or 'frozen', got {t['backbone_bn']!r}")
         params = self._param_groups()
         if t["optimizer"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
@@ -294,7 +296,7 @@ class Trainer:
                    disable=not t["progress"], dynamic_ncols=True)
         sums: dict[str, Any] = {}
         window_steps, window_start = 0, time.perf_counter()
-        self.method.train()
+        self._train_mode()
         for batch in loader:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             with self._autocast(), self._inputs():
@@ -328,11 +330,21 @@ class Trainer:
             paused = time.perf_counter()
             if self.step == total or (t["eval_every"] and self.step % t["eval_every"] == 0):
                 self._validate(log)
-                self.method.train()
+                self._train_mode()
             if self.step == total or self.step % t["checkpoint_every"] == 0:
                 self._save_last()
             window_start += time.perf_counter() - paused  # throughput counts training time only
         bar.close()
+
+    def _train_mode(self) -> None:
+        """``method.train()``; with ``train.backbone_bn: frozen`` the backbones' normalisation layers
+        stay in eval mode (their running statistics are used and kept, not updated)."""
+        self.method.train()
+        if self.t["backbone_bn"] == "frozen":
+            for branch in feature_cache.encoder_branches(self.method.encoder):
+                for module in branch.backbone.modules():
+                    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                        module.eval()
 
     def _inputs(self):
         """With cached features, batches hold features: the encoder branches skip their backbones."""
