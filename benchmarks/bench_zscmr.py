@@ -253,6 +253,7 @@ def part_quickdraw_tuning(args, log) -> dict[str, Any]:
 
 END_TO_END = [  # (label, overrides): the backbones fine-tuned with the heads, one seed, synthetic split
     ("one lr (1e-4) for backbones and heads", ["train.lr=1e-4"]),
+    # = the presets zscmr-synthetic-e2e and triplet-synthetic-zs-e2e
     ("backbone lr 1e-5, heads 1e-3, BatchNorm statistics frozen", ["train.backbone_lr=1e-5", "train.backbone_bn=frozen"]),
 ]
 
