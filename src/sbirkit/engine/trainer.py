@@ -78,6 +78,14 @@ class Trainer:
         for key in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_every"):
             if not isinstance(self.t[key], int) or self.t[key] < (0 if key == "eval_every" else 1):
                 raise ConfigError(f"train.{key}: expected a positive integer, got {self.t[key]!r}")
+        # checked here, before the dataset is built or any feature is extracted
+        if self.t["head_init"] not in head_init.HEAD_INITS:
+            raise ConfigError(f"train.head_init: expected one of {head_init.HEAD_INITS}, got {self.t['head_init']!r}")
+        if self.t["backbone_bn"] not in ("train", "frozen"):
+            raise ConfigError(f"train.backbone_bn: expected 'train' or 'frozen', got {self.t['backbone_bn']!r}")
+        lr = self.t["backbone_lr"]
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
+            raise ConfigError(f"train.backbone_lr: expected null or a number >= 0, got {lr!r}")
 
     # ---- setup ---------------------------------------------------------------------------------
     def _prepare_run_dir(self) -> bool:
@@ -124,8 +132,6 @@ class Trainer:
         self.head_init = None
         if not self.resuming:  # a resumed run loads its heads from last.pt
             self.head_init = head_init.init_heads(t["head_init"], self.method.encoder, self._training_features)
-        if t["backbone_bn"] not in ("train", "frozen"):
-            raise ConfigError(f"train.backbone_bn: expected 'train' or 'frozen', got {t['backbone_bn']!r}")
         params = self._param_groups()
         if t["optimizer"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
@@ -149,8 +155,6 @@ class Trainer:
         backbone_lr = self.t["backbone_lr"]
         if backbone_lr is None:
             return [{"params": trainable}]
-        if isinstance(backbone_lr, bool) or not isinstance(backbone_lr, (int, float)) or backbone_lr < 0:
-            raise ConfigError(f"train.backbone_lr: expected null or a number >= 0, got {backbone_lr!r}")
         in_backbone = {id(p) for branch in feature_cache.encoder_branches(self.method.encoder)
                        for p in branch.backbone.parameters()}
         groups = [{"params": [p for p in trainable if id(p) not in in_backbone]}]
