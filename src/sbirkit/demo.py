@@ -35,7 +35,7 @@ def demo_config(out: Path, quick: bool = False) -> dict[str, Any]:
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = False) -> dict[str, Any]:
     """Run every stage and write the report; returns the numbers that went into it."""
-    from .engine import embed_samples, evaluate_run, load_run, model_fingerprint, train
+    from .engine import evaluate_run, model_fingerprint, train
     from .engine.inference import build_dataset
     from .eval import DIRECTIONS, evaluate_directions, format_table
     from .eval.curves import per_class_mean, plot_per_class, plot_pr_curves, precision_recall_curve
@@ -75,10 +75,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = F
     run_dir = train(config)
 
     # 4. evaluate all four directions on the test split ------------------------------------------
-    report = evaluate_run(run_dir, split="test", directions=DIRECTIONS)
-    method, _ = load_run(run_dir, "best")
-    s_emb, _, _ = embed_samples(method.encoder, dataset, test_sketches)
-    p_emb, _, _ = embed_samples(method.encoder, dataset, test_photos)
+    report = evaluate_run(run_dir, split="test", directions=DIRECTIONS, return_embeddings=True)
+    s_emb, p_emb = report["embeddings"]["sketch"], report["embeddings"]["photo"]
     results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, sketch_instances=s_inst, photo_instances=p_inst,
                                   return_per_query=True)
     table = format_table(results)

@@ -121,6 +121,17 @@ def test_evaluate_run_writes_protocol_and_numbers(finished):
     assert s2p["metrics"]["map"] > 0.45
 
 
+def test_evaluate_run_returns_the_embeddings_it_scored(finished):
+    _, run_dir, _ = finished
+    report = evaluate_run(run_dir, split="test", directions=["sketch2photo"], return_embeddings=True)
+    method, config = load_run(run_dir, "best")
+    dataset = inference.build_dataset(config["data"])
+    for modality, samples in (("sketch", dataset.sketches("test")), ("photo", dataset.photos("test"))):
+        fresh, _, _ = inference.embed_samples(method.encoder, dataset, samples, device="cpu")
+        assert np.allclose(report["embeddings"][modality], fresh, atol=1e-6)  # same order, same model
+    assert "embeddings" not in json.loads((run_dir / "eval.json").read_text())
+
+
 def test_fingerprint_tracks_weights_and_config(finished, tmp_path):
     _, run_dir, _ = finished
     copy = tmp_path / "copy"

@@ -22,13 +22,17 @@ from .runlog import now_iso
 def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[str] | None = None,
                  data_overrides: Mapping[str, Any] | None = None, which: str = "best",
                  device: str | torch.device | None = None, batch_size: int | None = None,
-                 progress: bool = False, save: bool = True, gzsl: bool = False) -> dict[str, Any]:
+                 progress: bool = False, save: bool = True, gzsl: bool = False,
+                 return_embeddings: bool = False) -> dict[str, Any]:
     """Embed ``split`` with the run's ``which`` checkpoint, evaluate, and save ``eval.json``.
 
     ``directions`` default to the run's ``eval.directions``; ``data_overrides`` are merged into
     the run's ``data`` section (e.g. ``{"root": "/path/to/qmul"}``). A run with ``data.zero_shot``
     is evaluated on its unseen classes (``gzsl``: against a gallery that also holds the seen-class
-    items of ``split``; see :mod:`sbirkit.engine.zero_shot`). Returns the saved dict.
+    items of ``split``; see :mod:`sbirkit.engine.zero_shot`). Returns the saved dict;
+    ``return_embeddings`` (runs without ``data.zero_shot``) adds ``"embeddings": {"sketch": ...,
+    "photo": ...}``, the split's embeddings in ``dataset.sketches(split)`` / ``photos(split)`` order,
+    so a caller that needs them does not embed the split a second time (they are not saved).
     """
     from ..eval import evaluate_directions
 
@@ -36,6 +40,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     method, config = inference.load_run(run_dir, which, device=device)
     data = merge(config["data"], data_overrides or {})
+    if return_embeddings and data.get("zero_shot"):
+        raise ValueError(f"{run_dir}: return_embeddings: supported for runs without data.zero_shot only")
     dataset = inference.build_dataset(data)
     ev = config["eval"]
     directions = list(directions) if directions is not None else list(ev["directions"])
@@ -89,4 +95,6 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
     }
     if save:
         (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    if return_embeddings:
+        report["embeddings"] = {"sketch": s_emb, "photo": p_emb}
     return report
