@@ -54,10 +54,12 @@ def test_bench_real_quick(shared_data, tmp_path):
     for cat, n_test in (("shoes", 115), ("chairs", 97)):
         r = result["qmul_v1"][cat]
         assert (r["pixel"]["queries"], r["pixel"]["gallery"]) == (n_test, n_test)
-        assert (r["engine"]["queries"], r["engine"]["gallery"]) == (n_test, n_test)
+        for key in ("engine", "engine_cached"):
+            assert (r[key]["queries"], r[key]["gallery"]) == (n_test, n_test)
+        assert r["engine_cached"]["cached_features"] and not r["engine"]["cached_features"]
         train, val = r["frozen"]["pairs"]["train"], r["frozen"]["pairs"]["val"]
         assert train + val == {"shoes": 304, "chairs": 200}[cat] and val > 0 and r["frozen"]["pairs"]["test"] == n_test
-        for row in (r["pixel"], r["frozen"]["trained"], r["engine"]):
+        for row in (r["pixel"], r["frozen"]["trained"], r["engine"], r["engine_cached"]):
             assert 0 <= row["acc@1"] <= row["acc@10"] <= 1
     # the pixel baseline clears chance (1/115, 1/97) by far, in the range the data README reports
     assert 0.12 < result["qmul_v1"]["shoes"]["pixel"]["acc@1"] < 0.35
