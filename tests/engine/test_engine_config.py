@@ -35,6 +35,19 @@ def test_shipped_presets_resolve_and_name_known_methods():
     assert load_preset("triplet_sn-synthetic")["method"]["name"] == "triplet_sn"
 
 
+def test_shipped_presets_that_fine_tune_a_pretrained_backbone_keep_its_batchnorm_statistics(monkeypatch):
+    # re-estimating ImageNet statistics from small batches of sketches or 32-64 px images cost
+    # every such preset most of its score (BENCHMARKS.md); a new preset should not repeat that
+    monkeypatch.delenv("SBIRKIT_CONFIGS", raising=False)
+    fine_tuned = []
+    for name in list_presets():
+        cfg = load_preset(name)
+        if cfg["model"].get("pretrained") and not cfg["train"]["cached_features"]:
+            fine_tuned.append(name)
+            assert cfg["train"]["backbone_bn"] == "frozen", name
+    assert {"triplet_sn-qmul_v1", "triplet-quickdraw_cifar10", "zscmr-synthetic-e2e"} <= set(fine_tuned)
+
+
 def test_presets_ship_inside_the_package_and_a_user_folder_comes_first(tmp_path, monkeypatch):
     import sbirkit
     from sbirkit.engine.config import configs_dirs
