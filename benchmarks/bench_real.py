@@ -197,8 +197,8 @@ def qmul_pixel(root: Path, category: str, pixel_size: int) -> dict[str, Any]:
     return fine_grained(q, g, sketches, photos)
 
 
-def qmul_engine(args, category: str, root: Path, out: Path, preset: str) -> dict[str, Any]:
-    """Train a Triplet-SN preset of the category through the engine; evaluate its best.pt on test."""
+def qmul_engine(args, preset: str, root: Path, out: Path) -> dict[str, Any]:
+    """Train a QMUL-V1 Triplet-SN preset through the engine; evaluate its best.pt on test."""
     cfg = load_preset(preset)
     overrides = [f"data.root={root}", "train.progress=false"]
     if cfg["train"].get("cached_features"):
@@ -467,10 +467,10 @@ def main(argv: list[str] | None = None) -> int:
                 r["frozen"] = qmul_frozen(args, cat, qmul_root, lite0)
         if "qmul_engine" not in skip:
             with clock.stage(f"qmul {cat} engine"):
-                r["engine"] = qmul_engine(args, cat, qmul_root, out, QMUL_PRESETS[cat])
+                r["engine"] = qmul_engine(args, QMUL_PRESETS[cat], qmul_root, out)
         if "qmul_engine_cached" not in skip:
             with clock.stage(f"qmul {cat} engine, cached features"):
-                r["engine_cached"] = qmul_engine(args, cat, qmul_root, out, QMUL_CACHED_PRESETS[cat])
+                r["engine_cached"] = qmul_engine(args, QMUL_CACHED_PRESETS[cat], qmul_root, out)
         results["qmul_v1"][cat] = r
     if "cifar" not in skip:
         with clock.stage("quickdraw->cifar10 frozen features + heads"):
