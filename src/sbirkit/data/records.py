@@ -9,27 +9,11 @@ its split. Records are plain, hashable and cheap; pixels are read lazily by the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
 
+from ..errors import DataError, EmptySketchError
+from ..modality import Modality
 
-class Modality(str, Enum):
-    PHOTO = "photo"
-    SKETCH = "sketch"
-
-    @classmethod
-    def parse(cls, value: "str | Modality") -> "Modality":
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"modality: expected 'photo' or 'sketch', got {value!r}") from None
-
-
-class DataError(ValueError):
-    """Bad input data. The message is one line naming the path, the field and what was expected."""
-
-
-class EmptySketchError(DataError):
-    """A sketch with no strokes or no ink."""
+__all__ = ["DataError", "EmptySketchError", "Modality", "Sample"]
 
 
 @dataclass(frozen=True, slots=True)

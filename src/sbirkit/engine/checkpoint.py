@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing or unreadable; the message names the file."""
+from ..errors import CheckpointError
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

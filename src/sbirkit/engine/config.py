@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError
+
 
 class YamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader, plus YAML 1.2 exponent floats: PyYAML (YAML 1.1) reads ``1e-5`` as the
@@ -119,10 +121,6 @@ EXTENSIBLE = {"model": _encoder_options}  # sections whose extra keys a function
 # keys that may differ when a run is resumed (they do not change the trained weights)
 RESUME_MUTABLE = ("run_dir", "train.progress", "train.num_workers", "train.log_every", "train.tensorboard",
                   "train.feature_cache", "eval.batch_size", "eval.binary_bits")
-
-
-class ConfigError(ValueError):
-    """A bad preset or override; the message names the file or key and what was expected."""
 
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"

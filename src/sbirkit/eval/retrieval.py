@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.records import DataError
+from ..errors import DataError
 from . import metrics as M
 from .ranking import RankedRelevant, locate
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.records import Modality
+from ..modality import Modality
 from .retrieval import DIRECTIONS, RetrievalResult, evaluate_directions
 
 

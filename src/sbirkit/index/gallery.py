@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 
 from .. import __version__
-from ..data.records import DataError
+from ..errors import DataError
 
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.jsonl"

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.records import DataError
+from ..errors import DataError
 from ..losses import create_distance
 from ..losses.distances import Distance
 from . import register_method

