@@ -1,19 +1,20 @@
 """sketch-rnn ``.npz`` files (Ha & Eck, 2017): stroke-3 drawings under keys train/valid/test.
 
 Each key holds an object array of (n, 3) int arrays (dx, dy, pen_lifted), y pointing down; the
-class is the file stem. Loading needs ``allow_pickle=True``: open only files you trust.
+class is the file stem. The object arrays are pickles; they are read with
+:func:`sbirkit.data.npz.read_npz`, which rebuilds numpy arrays and refuses anything else, so a
+crafted file cannot run code. Non-finite coordinates make a drawing a skipped row.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import register_dataset
 from ..dataset import SBIRDataset, SkippedFile
+from ..npz import npz_keys, read_npz
 from ..records import DataError, Modality, Sample
 from ..strokes import Strokes
 
@@ -51,16 +52,10 @@ def _files(root: str) -> list[Path]:
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=True, encoding="latin1") as npz:
-            present = {k: npz[k] for k in npz.files if k in SPLIT_KEYS}
-            keys = list(npz.files)
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{path}: format: expected a .npz archive, got: {reason}") from None
+    present = read_npz(path, keys=SPLIT_KEYS, encoding="latin1")  # DataError names file and member
     if not present:
         raise DataError(
-            f"{path}: keys: expected train/valid/test arrays of stroke-3 drawings, found {keys}"
+            f"{path}: keys: expected train/valid/test arrays of stroke-3 drawings, found {npz_keys(path)}"
         )
     for key, arr in present.items():
         if arr.ndim != 1:
@@ -74,8 +69,9 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 def sketch_rnn(root: str, image_size: int = 64, stroke_width: float = 2.0) -> SketchRNNDataset:
     """sketch-rnn stroke-3 ``.npz`` (one class per file); splits train/val/test ("valid" -> "val").
 
-    A drawing that is not an (n, 3) array or has no points is recorded in ``skipped`` as
-    ``path#key[row]``.
+    A drawing that is not an (n, 3) array, has no points or has a NaN/inf coordinate is recorded
+    in ``skipped`` as ``path#key[row]``. A file whose pickles name anything but numpy arrays is
+    refused with a :class:`DataError` (nothing in it runs).
     """
     files = _files(root)
     drawings: dict[str, np.ndarray] = {}
@@ -93,6 +89,9 @@ def sketch_rnn(root: str, image_size: int = 64, stroke_width: float = 2.0) -> Sk
                     continue
                 if len(d) == 0:
                     skipped.append(SkippedFile(where, "empty drawing: expected at least one point"))
+                    continue
+                if not np.isfinite(d).all():
+                    skipped.append(SkippedFile(where, "coordinates: expected finite numbers, got NaN or inf"))
                     continue
                 key = f"{path.stem}/{split}/{i}"
                 drawings[key] = d
