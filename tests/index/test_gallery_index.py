@@ -1,9 +1,13 @@
-"""GalleryIndex: exact search vs brute force, IVF recall, persistence, atomic save, refusals."""
+"""GalleryIndex: exact search vs brute force, IVF recall, persistence (versioned folders, checksums,
+concurrent readers, the old flat layout), atomic save, refusals."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
+import time
 import warnings
 
 import faiss
@@ -12,6 +16,7 @@ import pytest
 import torch
 
 from sbirkit.data import DataError
+from sbirkit.errors import UsageError
 from sbirkit.index import GalleryIndex, ModelMismatchError, suggested_ivf_factory
 from sbirkit.index import gallery as gallery_mod
 
@@ -222,6 +227,24 @@ def test_add_to_trained_ivf_index_is_searchable():
 
 
 # ---- persistence -------------------------------------------------------------------------------
+def _live(root) -> "os.PathLike":
+    """The version folder ``root/CURRENT`` names."""
+    name = (root / "CURRENT").read_text().strip()
+    assert (root / name).is_dir()
+    return root / name
+
+
+def _write_flat_v1(root, g: GalleryIndex) -> None:
+    """An index folder as sbirkit wrote it before format_version 2: three files, no checksums."""
+    root.mkdir(parents=True)
+    faiss.write_index(g.index, str(root / "index.faiss"))
+    (root / "items.jsonl").write_text("".join(json.dumps(it) + "\n" for it in g.items))
+    meta = {"format": "sbirkit-gallery-index", "format_version": 1, "model_info": g.model_info,
+            "factory": g.factory, "metric": g.metric, "ntotal": len(g), "dim": g.dim, "nprobe": g.nprobe,
+            "sbirkit_version": "0.1.0", "faiss_version": faiss.__version__, "created": "2024-01-01T00:00:00+00:00"}
+    (root / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
 @pytest.mark.parametrize("factory,nprobe", [("Flat", None), ("IVF24,Flat", 4), ("HNSW16", None)])
 def test_save_load_roundtrip_gives_identical_results(tmp_path, factory, nprobe):
     x = _clustered(1500, 16, 12, seed=13)
@@ -229,17 +252,72 @@ def test_save_load_roundtrip_gives_identical_results(tmp_path, factory, nprobe):
     g = _build(x, factory=factory, seed=1, nprobe=nprobe)
     before = g.search(q, 10)
     g.save(tmp_path / "idx")
-    assert sorted(os.listdir(tmp_path)) == ["idx"]  # no temporary folders left behind
-    assert sorted(os.listdir(tmp_path / "idx")) == ["index.faiss", "items.jsonl", "meta.json"]
-    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    assert sorted(os.listdir(tmp_path)) == ["idx"]  # nothing written beside the folder
+    names = sorted(os.listdir(tmp_path / "idx"))
+    assert names[:2] == [".lock", "CURRENT"] and len(names) == 3 and names[2].startswith("v-")
+    live = _live(tmp_path / "idx")
+    assert sorted(os.listdir(live)) == ["index.faiss", "items.jsonl", "meta.json"]
+    meta = json.loads((live / "meta.json").read_text())
     assert meta["ntotal"] == 1500 and meta["dim"] == 16 and meta["factory"] == factory
+    assert meta["factory_requested"] == factory and meta["factory_note"] is None
     assert meta["model_info"] == dict(MODEL, embed_dim=16) and meta["nprobe"] == nprobe
     assert meta["sbirkit_version"] and meta["created"] and meta["metric"] == "ip"
+    assert meta["format_version"] == 2
+    sums = meta["checksums"]
+    assert sums["algorithm"] == "sha256"
+    assert sums["index.faiss"] == hashlib.sha256((live / "index.faiss").read_bytes()).hexdigest()
+    assert sums["items.jsonl"] == hashlib.sha256((live / "items.jsonl").read_bytes()).hexdigest()
     h = GalleryIndex.load(tmp_path / "idx", expect_model="fp-aaa")
     assert h.nprobe == nprobe and h.items == g.items and len(h) == 1500
     after = h.search(q, 10)
     np.testing.assert_array_equal(after.indices, before.indices)
     np.testing.assert_array_equal(after.scores, before.scores)
+
+
+def test_second_save_replaces_the_version_and_removes_the_old_one(tmp_path):
+    root = tmp_path / "idx"
+    _build(_random(20, seed=1)).save(root)
+    first = _live(root).name
+    GalleryIndex.build(_random(30, seed=2), _items(30, 100), MODEL, progress=False).save(root)
+    second = _live(root).name
+    assert second != first and sorted(os.listdir(root)) == [".lock", "CURRENT", second]
+    loaded = GalleryIndex.load(root)
+    assert len(loaded) == 30 and loaded.items[0]["id"] == "img100"
+
+
+def test_requested_and_used_factory_are_both_recorded(tmp_path):
+    with pytest.warns(UserWarning, match="nlist 256 > 100"):
+        g = _build(_random(100, seed=3), factory="IVF256,Flat")
+    assert g.factory == "IVF2,Flat" and g.requested_factory == "IVF256,Flat"
+    assert "nlist 256 > 100 training vectors" in g.factory_note and "nlist 2" in g.factory_note
+    g.save(tmp_path / "idx")
+    meta = GalleryIndex.read_meta(tmp_path / "idx")
+    assert meta["factory"] == "IVF2,Flat" and meta["factory_requested"] == "IVF256,Flat"
+    assert meta["factory_note"] == g.factory_note and meta["nprobe"] == 1
+    assert meta["version"] == _live(tmp_path / "idx").name and meta["files"]["index.faiss"] > 0
+    h = GalleryIndex.load(tmp_path / "idx")
+    assert h.requested_factory == "IVF256,Flat" and h.factory_note == g.factory_note
+
+
+def test_check_factory_refuses_before_any_vector_exists():
+    gallery_mod.check_factory("IVF256,Flat", 16)
+    gallery_mod.check_factory("HNSW32", 16)
+    with pytest.raises(UsageError, match=r"could not build FAISS index 'Bogus' for 16-dim vectors: "
+                                         r"could not parse index string Bogus$") as e:
+        gallery_mod.check_factory("Bogus", 16)
+    assert "Error in" not in str(e.value) and ".cpp" not in str(e.value)  # the C++ location is cut
+    with pytest.raises(UsageError, match="metric"):
+        gallery_mod.check_factory("Flat", 16, metric="cos")
+
+
+def test_check_target_refuses_files_and_foreign_folders(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="expected a folder for the index, found a file"):
+        GalleryIndex.check_target(tmp_path / "file")
+    with pytest.raises(DataError, match=r"is a file"):
+        GalleryIndex.check_target(tmp_path / "file" / "sub")
+    assert GalleryIndex.check_target(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # a check writes nothing
 
 
 def test_load_refuses_a_different_model(tmp_path):
@@ -262,44 +340,172 @@ def test_load_refuses_missing_and_inconsistent_files(tmp_path):
         GalleryIndex.load(missing)
     root = tmp_path / "idx"
     _build(_random(30)).save(root)
-    good_items = (root / "items.jsonl").read_text()
+    live = _live(root)
+    good_items = (live / "items.jsonl").read_text()
 
     lines = good_items.splitlines(keepends=True)
-    (root / "items.jsonl").write_text("".join(lines[:-1]))  # one whole row lost
+    (live / "items.jsonl").write_text("".join(lines[:-1]))  # one whole row lost
     with pytest.raises(
-        DataError, match=rf"{root / 'items.jsonl'}: rows: expected 30 items.*got 29"
+        DataError, match=rf"{live / 'items.jsonl'}: rows: expected 30 items.*got 29"
     ) as e:
         GalleryIndex.load(root)
     assert "\n" not in str(e.value)
-    (root / "items.jsonl").write_text(good_items[: len(good_items) - 7])  # cut mid-line
-    with pytest.raises(DataError, match=rf"{root / 'items.jsonl'}:30: .*truncated"):
+    (live / "items.jsonl").write_text(good_items[: len(good_items) - 7])  # cut mid-line
+    with pytest.raises(DataError, match=rf"{live / 'items.jsonl'}:30: .*truncated"):
         GalleryIndex.load(root)
-    (root / "items.jsonl").write_text(good_items)
+    (live / "items.jsonl").write_text(good_items)
 
-    meta = json.loads((root / "meta.json").read_text())
-    (root / "meta.json").write_text(json.dumps(dict(meta, ntotal=31)))
-    with pytest.raises(DataError, match=rf"{root / 'index.faiss'}: ntotal: expected 31"):
+    meta = json.loads((live / "meta.json").read_text())
+    (live / "meta.json").write_text(json.dumps(dict(meta, ntotal=31)))
+    with pytest.raises(DataError, match=rf"{live / 'index.faiss'}: ntotal: expected 31"):
         GalleryIndex.load(root)
-    (root / "meta.json").write_text(json.dumps(dict(meta, dim=8)))
-    with pytest.raises(DataError, match=rf"{root / 'index.faiss'}: dim: expected 8"):
+    (live / "meta.json").write_text(json.dumps(dict(meta, dim=8)))
+    with pytest.raises(DataError, match=rf"{live / 'index.faiss'}: dim: expected 8"):
         GalleryIndex.load(root)
-    (root / "meta.json").write_text(json.dumps(meta))
+    (live / "meta.json").write_text(json.dumps(dict(meta, format_version=3)))
+    with pytest.raises(DataError, match=r"format_version: expected at most 2 .*got 3"):
+        GalleryIndex.load(root)
+    (live / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "checksums"}))
+    with pytest.raises(DataError, match=r"meta.json: checksums: expected sha256 values"):
+        GalleryIndex.load(root)
+    (live / "meta.json").write_text(json.dumps(meta))
+    assert len(GalleryIndex.load(root)) == 30
 
-    (root / "index.faiss").write_bytes(b"not an index")
-    with pytest.raises(DataError, match=rf"{root / 'index.faiss'}: expected a FAISS index") as e:
+    (live / "index.faiss").write_bytes(b"not an index")
+    with pytest.raises(DataError, match=rf"{live / 'index.faiss'}: expected a FAISS index") as e:
         GalleryIndex.load(root)
     assert "\n" not in str(e.value)
-    for name in ("index.faiss", "meta.json"):
-        (root / name).unlink()
-        with pytest.raises(DataError, match=rf"{root / name}: expected the index's {name} file"):
+    for name in ("meta.json", "items.jsonl"):
+        kept = (live / name).read_bytes()
+        (live / name).unlink()
+        with pytest.raises(DataError, match=rf"{live / name}: expected the index's {name} file"):
             GalleryIndex.load(root)
+        (live / name).write_bytes(kept)
+    (live / "index.faiss").unlink()
+    with pytest.raises(DataError, match=rf"{live / 'index.faiss'}: expected the index's index.faiss file"):
+        GalleryIndex.load(root)
+
+
+def test_non_utf8_items_and_a_meta_that_is_not_an_object_are_one_line_errors(tmp_path):
+    root = tmp_path / "idx"
+    _build(_random(5)).save(root)
+    live = _live(root)
+    items = (live / "items.jsonl").read_bytes()
+    lines = items.splitlines(keepends=True)
+    (live / "items.jsonl").write_bytes(b"".join(lines[:3]) + b'{"id": "caf\xe9"}\n' + b"".join(lines[4:]))
+    with pytest.raises(DataError, match=rf"{live / 'items.jsonl'}:4: expected UTF-8 text, byte 0xe9") as e:
+        GalleryIndex.load(root)
+    assert "\n" not in str(e.value)
+    (live / "items.jsonl").write_bytes(items)
+    meta = (live / "meta.json").read_text()
+    for text, kind in (("[1, 2]", "list"), ('"meta"', "str"), ("null", "NoneType")):
+        (live / "meta.json").write_text(text)
+        with pytest.raises(DataError, match=rf"{live / 'meta.json'}: expected a JSON object, got {kind}$"):
+            GalleryIndex.load(root)
+        with pytest.raises(DataError, match="expected a JSON object"):
+            GalleryIndex.read_meta(root)
+    (live / "meta.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(DataError, match=r"meta.json: expected UTF-8 JSON, byte 0xff at offset 0"):
+        GalleryIndex.load(root)
+    (live / "meta.json").write_text(meta)
+    assert len(GalleryIndex.load(root)) == 5
+
+
+def test_shuffled_or_swapped_items_are_refused_by_checksum(tmp_path):
+    root, other = tmp_path / "idx", tmp_path / "other"
+    _build(_random(30, seed=1)).save(root)
+    _build(_random(30, seed=2)).save(other)  # same ids, same size: only the vectors differ
+    live = _live(root)
+    good = (live / "items.jsonl").read_bytes()
+    lines = good.splitlines(keepends=True)
+    (live / "items.jsonl").write_bytes(b"".join(lines[1:] + lines[:1]))  # every row still valid
+    with pytest.raises(DataError, match=rf"{live / 'items.jsonl'}: sha256: expected [0-9a-f]{{16}}\.\.\. "
+                                        r"\(meta.json\), got [0-9a-f]{16}\.\.\.; it was changed") as e:
+        GalleryIndex.load(root)
+    assert "\n" not in str(e.value)
+    (live / "items.jsonl").write_bytes(good)
+
+    (live / "index.faiss").write_bytes((_live(other) / "index.faiss").read_bytes())  # another build's vectors
+    with pytest.raises(DataError, match=rf"{live / 'index.faiss'}: sha256: .*another build"):
+        GalleryIndex.load(root)
+    (live / "index.faiss").write_bytes((_live(other) / "index.faiss").read_bytes())
+    (live / "meta.json").write_bytes((_live(other) / "meta.json").read_bytes())  # vectors + meta of `other`
+    with pytest.raises(DataError, match=rf"{live / 'items.jsonl'}: sha256"):
+        # the items are identical here, so swap in relabelled ones to make them disagree
+        (live / "items.jsonl").write_bytes(good.replace(b'"label": 1', b'"label": 9'))
+        GalleryIndex.load(root)
+
+
+def test_labels_checksum_is_checked(tmp_path):
+    root = tmp_path / "idx"
+    _build(_random(10)).save(root)
+    live = _live(root)
+    meta = json.loads((live / "meta.json").read_text())
+    meta["checksums"]["labels"] = "0" * 64
+    (live / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"items.jsonl: labels: their sha256 differs from meta.json's"):
+        GalleryIndex.load(root)
+
+
+def test_pointer_that_names_nothing_or_escapes_is_refused(tmp_path):
+    root = tmp_path / "idx"
+    _build(_random(10)).save(root)
+    (root / "CURRENT").write_text("../../etc\n")
+    with pytest.raises(DataError, match=r"CURRENT: expected the name of a version folder"):
+        GalleryIndex.load(root)
+    (root / "CURRENT").write_text("v-20240101T000000000000Z-abc\n")
+    with pytest.raises(DataError, match=r"v-20240101T000000000000Z-abc: expected the index version that CURRENT names"):
+        GalleryIndex.load(root)
+
+
+def test_old_flat_layout_loads_and_the_next_save_converts_it(tmp_path):
+    root = tmp_path / "idx"
+    x, q = _random(40, seed=5), _random(4, seed=6)
+    g = _build(x)
+    _write_flat_v1(root, g)
+    old = GalleryIndex.load(root, expect_model="fp-aaa")
+    assert len(old) == 40 and old.items == g.items and old.factory == "Flat"
+    np.testing.assert_array_equal(old.search(q, 5).indices, g.search(q, 5).indices)
+    info = GalleryIndex.read_meta(root)
+    assert info["format_version"] == 1 and info["version"] is None and info["ntotal"] == 40
+    # the old layout had no checksums: a shuffle is caught only by what the rows can show
+    GalleryIndex.build(x[:20], _items(20), MODEL, progress=False).save(root)
+    assert sorted(os.listdir(root))[:2] == [".lock", "CURRENT"] and not (root / "meta.json").exists()
+    assert len(GalleryIndex.load(root)) == 20
+
+
+def test_non_utf8_items_in_the_old_layout(tmp_path):
+    root = tmp_path / "idx"
+    _write_flat_v1(root, _build(_random(3)))
+    (root / "items.jsonl").write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n{"id": "c"}\n')
+    with pytest.raises(DataError, match=rf"{root / 'items.jsonl'}:2: expected UTF-8 text"):
+        GalleryIndex.load(root)
+
+
+def test_orphans_of_a_killed_save_are_removed_by_the_next_save(tmp_path):
+    root = tmp_path / "idx"
+    _build(_random(10)).save(root)
+    live = _live(root).name
+    (root / ".tmp-0badc0ffee00").mkdir()  # a save killed while writing its files
+    (root / ".tmp-0badc0ffee00" / "index.faiss").write_bytes(b"half")
+    (root / ".CURRENT.tmp-0badc0ffee00").write_text("v-x\n")  # ... or while writing the pointer
+    (root / "v-20000101T000000000000Z-0badc0ffee00").mkdir()  # ... or just before the switch
+    assert len(GalleryIndex.load(root)) == 10  # orphans never disturb a reader
+    GalleryIndex.check_target(root)  # ... nor make the folder look foreign
+    GalleryIndex.build(_random(12), _items(12), MODEL, progress=False).save(root)
+    new = _live(root).name
+    assert new != live and sorted(os.listdir(root)) == [".lock", "CURRENT", new]
 
 
 def test_crash_during_save_keeps_the_previous_index(tmp_path, monkeypatch):
     root = tmp_path / "idx"
     old = _build(_random(40, seed=20))
     old.save(root)
-    snapshot = {p.name: p.read_bytes() for p in root.iterdir()}
+
+    def snapshot():
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    before = snapshot()
     new = _build(_random(60, seed=21))
 
     def boom(*a, **k):
@@ -309,23 +515,18 @@ def test_crash_during_save_keeps_the_previous_index(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         new.save(root)
     monkeypatch.undo()
-    assert {p.name: p.read_bytes() for p in root.iterdir()} == snapshot
-    assert sorted(os.listdir(tmp_path)) == ["idx"]
+    assert snapshot() == before and sorted(os.listdir(tmp_path)) == ["idx"]
 
-    real_rename, calls = os.rename, []
+    real_replace = os.replace
 
-    def rename_fails_on_swap(src, dst):  # crash between moving the old folder out and the new in
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("power cut (simulated)")
-        return real_rename(src, dst)
+    def replace_fails(src, dst):  # crash at the switch: the new version is complete, CURRENT is not
+        raise OSError("power cut (simulated)")
 
-    monkeypatch.setattr(gallery_mod.os, "rename", rename_fails_on_swap)
+    monkeypatch.setattr(gallery_mod.os, "replace", replace_fails)
     with pytest.raises(OSError, match="power cut"):
         new.save(root)
-    monkeypatch.undo()
-    assert {p.name: p.read_bytes() for p in root.iterdir()} == snapshot
-    assert sorted(os.listdir(tmp_path)) == ["idx"]
+    monkeypatch.setattr(gallery_mod.os, "replace", real_replace)
+    assert snapshot() == before
     loaded = GalleryIndex.load(root)
     assert len(loaded) == 40
     np.testing.assert_array_equal(
@@ -333,7 +534,62 @@ def test_crash_during_save_keeps_the_previous_index(tmp_path, monkeypatch):
     )
 
     new.save(root)  # a save that completes replaces it
-    assert len(GalleryIndex.load(root)) == 60 and sorted(os.listdir(tmp_path)) == ["idx"]
+    assert len(GalleryIndex.load(root)) == 60 and len(os.listdir(root)) == 3
+
+
+def test_concurrent_loads_never_mix_two_builds_or_fail(tmp_path):
+    """One thread rebuilds the folder with two different galleries in turn while two threads load
+    it in a loop: every load must give one build's vectors with that same build's items."""
+    root = tmp_path / "idx"
+    n = 64
+    builds = {}
+    for name, seed in (("A", 30), ("B", 31)):
+        x = _random(n, seed=seed)
+        items = [{"id": f"{name}-{i}", "class_name": f"{name}{i % 4}"} for i in range(n)]
+        builds[name] = (x, GalleryIndex.build(x, items, MODEL, progress=False))
+    builds["A"][1].save(root)
+
+    saves, problems, seen = 40, [], set()
+    loads = [0]
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def read_loop():
+        while not done.is_set():
+            try:
+                g = GalleryIndex.load(root)
+                names = {item["id"].split("-")[0] for item in g.items}
+                if len(names) != 1:
+                    problems.append(f"items from builds {sorted(names)}")
+                    continue
+                (name,) = names
+                vectors = g.index.reconstruct_n(0, len(g))
+                if not np.array_equal(vectors, builds[name][0]):
+                    problems.append(f"items of build {name} with other vectors")
+                with lock:
+                    seen.add(name)
+                    loads[0] += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is a finding here
+                problems.append(repr(exc))
+
+    readers = [threading.Thread(target=read_loop) for _ in range(2)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(saves):
+            start = loads[0]
+            builds["B" if i % 2 == 0 else "A"][1].save(root)
+            for _ in range(2000):  # let the readers finish at least one load per version
+                if loads[0] > start or problems:
+                    break
+                time.sleep(0.001)
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+    assert problems == [], problems[:5]
+    assert seen == {"A", "B"} and loads[0] >= saves
+    assert len([p for p in os.listdir(root) if p.startswith("v-")]) == 1
 
 
 def test_save_refuses_to_replace_a_folder_that_is_not_an_index(tmp_path):

@@ -1,12 +1,38 @@
 """``GalleryIndex``: a persistent FAISS index of gallery embeddings plus one item dict per row.
 
-A gallery is embedded once with a trained model, saved as a folder (``index.faiss``,
-``items.jsonl``, ``meta.json``) and searched later with sketch embeddings from the same model.
-Embeddings are L2-normalised float32, so the default metric ``"ip"`` (inner product) is cosine.
+A gallery is embedded once with a trained model, saved as a folder and searched later with
+sketch embeddings from the same model. Embeddings are L2-normalised float32, so the default
+metric ``"ip"`` (inner product) is cosine.
+
+Index folder layout (``format_version`` 2)::
+
+    X/
+      CURRENT                    one line: the name of the live version folder
+      v-<UTC time>-<id>/         one complete build; never modified once CURRENT names it
+        index.faiss              the FAISS index (the vectors)
+        items.jsonl              one JSON object per row, in row order (``id`` or ``path``, extras)
+        meta.json                model_info, factory used (and requested, and why they differ),
+                                 metric, ntotal, dim, nprobe, versions, created, and the SHA-256
+                                 of index.faiss, items.jsonl and the label column
+      .lock                      locked (``flock``) by a save in progress: one writer at a time
+      .tmp-<id>/                 a save in progress; one left by a killed save is removed by the next
+
+:meth:`GalleryIndex.save` writes every file into ``X/.tmp-<id>/``, flushes it, renames it to
+``X/v-<time>-<id>/``, then atomically replaces ``X/CURRENT`` (a temporary file and
+``os.replace``) and only then deletes the older version folders. :meth:`GalleryIndex.load`
+reads ``CURRENT`` once and opens all three files of that one version before reading any, so a
+concurrent save can never give it one build's vectors with another build's items; if the
+version is deleted between reading the pointer and opening its files (a save finished in that
+instant), it reads the new pointer and tries again. The checksums in ``meta.json`` make a
+shuffled, edited or swapped ``items.jsonl`` or ``index.faiss`` a one-line :class:`DataError`.
+
+Folders written by older sbirkit (``format_version`` 1: ``index.faiss``, ``items.jsonl`` and
+``meta.json`` directly in ``X``, no checksums) still load; the next save into ``X`` converts it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,6 +41,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,13 +51,18 @@ import faiss
 import numpy as np
 
 from .. import __version__
-from ..errors import DataError
+from ..errors import DataError, UsageError
 
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.jsonl"
 META_FILE = "meta.json"
+POINTER_FILE = "CURRENT"
+LOCK_FILE = ".lock"
 FORMAT = "sbirkit-gallery-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_FILES = (INDEX_FILE, ITEMS_FILE, META_FILE)
+_VERSION_NAME = re.compile(r"v-[0-9TZ]+-[0-9a-f]+")
+_LOAD_TRIES = 5  # reads of CURRENT before giving up on an index that keeps changing under a reader
 _METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _ADD_CHUNK = 65536
 
@@ -144,25 +176,51 @@ def _model_label(info: dict | str | None) -> str:
     return json.dumps(info, sort_keys=True, default=str)
 
 
-def _fit_nlist(factory: str, n_train: int) -> str:
-    """Shrink ``IVF{nlist}`` when the training set has fewer points than lists (FAISS cannot train)."""
+def _fit_nlist(factory: str, n_train: int) -> tuple[str, str | None]:
+    """Shrink ``IVF{nlist}`` when the training set has fewer points than lists (FAISS cannot train).
+
+    Returns the factory to use and, when it differs from ``factory``, the reason in words.
+    """
     m = re.search(r"IVF(\d+)", factory)
     if not m or int(m.group(1)) <= n_train:
-        return factory
+        return factory, None
     nlist = int(m.group(1))
     new = max(1, n_train // 39)  # FAISS's guidance: at least 39 training points per centroid
     fixed = factory[: m.start(1)] + str(new) + factory[m.end(1) :]
+    note = (
+        f"nlist {nlist} > {n_train} training vectors; IVF needs at least 39 vectors per list, "
+        f"so nlist {new}"
+    )
     warnings.warn(
         f"factory {factory!r}: nlist {nlist} > {n_train} training vectors; using {fixed!r}",
         stacklevel=3,
     )
-    return fixed
+    return fixed, note
 
 
 def _short(exc: BaseException) -> str:
-    """The last line of a (often multi-line) FAISS error: the part that says what went wrong."""
+    """The part of a (often multi-line) FAISS error that says what went wrong, on one line."""
     text = str(exc).strip().splitlines()
-    return text[-1].strip() if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text[-1].strip()
+    # "Error in <C++ signature> at /path/file.cpp:123: could not parse index string X"
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", line)
+
+
+def check_factory(factory: str, dim: int, metric: str = "ip") -> None:
+    """Raise :class:`UsageError` unless FAISS can make an index from ``factory`` for ``dim``.
+
+    Builds an empty index and throws it away: cheap, so callers check before embedding anything.
+    """
+    if metric not in _METRICS:
+        raise UsageError(f"metric: expected one of {sorted(_METRICS)}, got {metric!r}")
+    try:
+        faiss.index_factory(int(dim), str(factory), _METRICS[metric])
+    except RuntimeError as exc:
+        raise UsageError(
+            f"factory: could not build FAISS index {factory!r} for {dim}-dim vectors: {_short(exc)}"
+        ) from None
 
 
 class GalleryIndex:
@@ -181,6 +239,8 @@ class GalleryIndex:
         factory: str,
         metric: str,
         created: str | None = None,
+        requested_factory: str | None = None,
+        factory_note: str | None = None,
     ):
         self._index = index
         self.items = items
@@ -188,6 +248,9 @@ class GalleryIndex:
         self.factory = factory
         self.metric = metric
         self.created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        #: the factory string asked for, and why ``factory`` (the one used) differs, if it does
+        self.requested_factory = requested_factory or factory
+        self.factory_note = factory_note
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
@@ -208,10 +271,13 @@ class GalleryIndex:
         Indexes that need training (IVF, PQ) train on the whole gallery, or on a ``train_size``
         sample drawn with ``seed``; k-means is seeded with ``seed`` too, so builds are repeatable.
         IVF ``nprobe`` defaults to ``round(sqrt(nlist))`` (FAISS's own default, 1, has poor recall).
+        An ``IVF{nlist}`` with more lists than training vectors is shrunk (with a warning);
+        ``factory`` is then the one used, ``requested_factory`` the one asked for and
+        ``factory_note`` says why. Bad arguments raise :class:`UsageError`.
         """
         model_info = dict(model_info or {})
         if metric not in _METRICS:
-            raise ValueError(f"metric: expected one of {sorted(_METRICS)}, got {metric!r}")
+            raise UsageError(f"metric: expected one of {sorted(_METRICS)}, got {metric!r}")
         x = _as_matrix(embeddings, "gallery embeddings")
         n, d = x.shape
         if n == 0 or d == 0:
@@ -227,12 +293,14 @@ class GalleryIndex:
         _warn_if_not_normalised(x, metric, "gallery embeddings")
 
         n_train = n if train_size is None else max(1, min(int(train_size), n))
-        factory = _fit_nlist(factory, n_train)
+        check_factory(factory, d, metric)
+        requested = factory
+        factory, note = _fit_nlist(factory, n_train)
         try:
             index = faiss.index_factory(d, factory, _METRICS[metric])
         except RuntimeError as exc:
-            raise ValueError(
-                f"factory: could not build FAISS index {factory!r}: {_short(exc)}"
+            raise UsageError(
+                f"factory: could not build FAISS index {factory!r} for {d}-dim vectors: {_short(exc)}"
             ) from None
         if not index.is_trained:
             ivf = faiss.try_extract_index_ivf(index)
@@ -248,12 +316,13 @@ class GalleryIndex:
                 raise DataError(
                     f"gallery embeddings: training {factory!r} on {len(sample)} vectors failed: {_short(exc)}"
                 ) from None
-        gallery = cls(index, [], model_info, factory, metric)
+        gallery = cls(index, [], model_info, factory, metric, requested_factory=requested,
+                      factory_note=note)
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             gallery.nprobe = nprobe if nprobe is not None else max(1, round(math.sqrt(ivf.nlist)))
         elif nprobe is not None:
-            raise ValueError(f"nprobe: only IVF indexes have nprobe; this index is {factory!r}")
+            raise UsageError(f"nprobe: only IVF indexes have nprobe; this index is {factory!r}")
         gallery._add_rows(x, items, progress)
         return gallery
 
@@ -311,11 +380,11 @@ class GalleryIndex:
     def nprobe(self, value: int) -> None:
         ivf = faiss.try_extract_index_ivf(self._index)
         if ivf is None:
-            raise ValueError(
+            raise UsageError(
                 f"nprobe: only IVF indexes have nprobe; this index is {self.factory!r}"
             )
         if int(value) < 1:
-            raise ValueError(f"nprobe: expected a positive integer, got {value}")
+            raise UsageError(f"nprobe: expected a positive integer, got {value}")
         ivf.nprobe = int(value)
 
     # ---- search ------------------------------------------------------------------------------
@@ -331,7 +400,7 @@ class GalleryIndex:
                 f"(index built with model {_model_label(self.model_info)})"
             )
         if k < 1:
-            raise ValueError(f"k: expected a positive integer, got {k}")
+            raise UsageError(f"k: expected a positive integer, got {k}")
         k = min(int(k), len(self))
         if k == 0 or len(q) == 0:
             empty = np.zeros((len(q), 0))
@@ -341,11 +410,11 @@ class GalleryIndex:
         params = None
         if nprobe is not None:
             if not self.is_ivf:
-                raise ValueError(
+                raise UsageError(
                     f"nprobe: only IVF indexes have nprobe; this index is {self.factory!r}"
                 )
             if int(nprobe) < 1:
-                raise ValueError(f"nprobe: expected a positive integer, got {nprobe}")
+                raise UsageError(f"nprobe: expected a positive integer, got {nprobe}")
             params = faiss.SearchParametersIVF(nprobe=int(nprobe))
             if isinstance(self._index, faiss.IndexPreTransform):
                 params = faiss.SearchParametersPreTransform(index_params=params)
@@ -354,12 +423,14 @@ class GalleryIndex:
 
     # ---- persistence ---------------------------------------------------------------------------
     def meta(self) -> dict:
-        """What ``meta.json`` holds: the model, the index recipe and its size, versions, time."""
+        """What ``meta.json`` holds (without the checksums, which :meth:`save` adds)."""
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model_info": self.model_info,
             "factory": self.factory,
+            "factory_requested": self.requested_factory,
+            "factory_note": self.factory_note,
             "metric": self.metric,
             "ntotal": len(self),
             "dim": self.dim,
@@ -369,89 +440,165 @@ class GalleryIndex:
             "created": self.created,
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the index folder atomically: files go to a temporary sibling folder, then renamed.
+    @staticmethod
+    def check_target(directory: str | os.PathLike) -> Path:
+        """Raise :class:`DataError` unless :meth:`save` may write an index to ``directory``.
 
-        A crash mid-save leaves the previous index (if any) in place. An existing folder is only
-        replaced when it holds nothing but a gallery index's own files.
+        It may when the folder is new, or holds only what an index folder holds (this layout or
+        the old flat one). Cheap: callers check before embedding a whole collection.
         """
         target = Path(directory)
         if target.exists():
             if not target.is_dir():
                 raise DataError(f"{target}: expected a folder for the index, found a file")
-            extra = sorted(
-                p.name
-                for p in target.iterdir()
-                if p.name not in (INDEX_FILE, ITEMS_FILE, META_FILE)
-            )
+            extra = sorted(p.name for p in target.iterdir() if not _is_index_entry(p.name))
             if extra:
                 raise DataError(
                     f"{target}: refusing to overwrite a folder holding files other than an index: {extra[:5]}"
                 )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:8]
-        tmp = target.parent / f".{target.name}.tmp-{tag}"
-        old = target.parent / f".{target.name}.old-{tag}"
-        tmp.mkdir()
-        try:
-            faiss.write_index(self._index, str(tmp / INDEX_FILE))
-            with open(tmp / ITEMS_FILE, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in self.items)
-            (tmp / META_FILE).write_text(
-                json.dumps(self.meta(), indent=2, default=str) + "\n", encoding="utf-8"
-            )
-            for name in (INDEX_FILE, ITEMS_FILE, META_FILE):
-                _fsync(tmp / name)
-            _fsync(tmp)
-            if target.exists():
-                os.rename(target, old)
-            os.rename(tmp, target)
-            _fsync(target.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old.exists() and not target.exists():
-                os.rename(old, target)  # put the previous index back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        parent = target
+        while not parent.exists():  # the nearest folder that exists must be writable
+            parent = parent.parent
+        if not parent.is_dir():
+            raise DataError(f"{target}: expected a folder path, but {parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise DataError(f"{target}: expected a writable location, {parent} is not writable")
         return target
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the index as a new version of folder ``directory`` and make it the live one.
+
+        Readers see either the previous version or this one, never a mix (see the module
+        docstring for the layout). A crash mid-save leaves the previous index live; a folder
+        holding anything but an index's own files is refused. Returns ``directory``.
+        """
+        target = self.check_target(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        with _writer_lock(target):
+            _remove_orphans(target)
+            tag = uuid.uuid4().hex[:12]
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            tmp = target / f".tmp-{tag}"
+            version = target / f"v-{stamp}-{tag}"
+            pointer_tmp = target / f".{POINTER_FILE}.tmp-{tag}"
+            swapped = False
+            tmp.mkdir()
+            try:
+                faiss.write_index(self._index, str(tmp / INDEX_FILE))
+                items_bytes = b"".join(
+                    (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8") for item in self.items
+                )
+                (tmp / ITEMS_FILE).write_bytes(items_bytes)
+                meta = dict(self.meta())
+                meta["checksums"] = {
+                    "algorithm": "sha256",
+                    INDEX_FILE: _sha256_file(tmp / INDEX_FILE),
+                    ITEMS_FILE: hashlib.sha256(items_bytes).hexdigest(),
+                    "labels": _labels_sha256(self.items),
+                }
+                (tmp / META_FILE).write_text(
+                    json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8"
+                )
+                for name in _FILES:
+                    _fsync(tmp / name)
+                _fsync(tmp)
+                os.rename(tmp, version)
+                _fsync(target)
+                with open(pointer_tmp, "w", encoding="utf-8") as f:
+                    f.write(version.name + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(pointer_tmp, target / POINTER_FILE)  # the atomic switch
+                swapped = True
+                _fsync(target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not swapped:
+                    shutil.rmtree(version, ignore_errors=True)
+                    with _ignore_missing():
+                        pointer_tmp.unlink()
+                raise
+            # readers that already opened an older version's files keep reading them (POSIX)
+            for entry in target.iterdir():
+                if entry.name != version.name and _VERSION_NAME.fullmatch(entry.name):
+                    shutil.rmtree(entry, ignore_errors=True)
+            for name in _FILES:  # an old flat (format_version 1) index converted by this save
+                with _ignore_missing():
+                    (target / name).unlink()
+        return target
+
+    @classmethod
+    def read_meta(cls, directory: str | os.PathLike) -> dict:
+        """``meta.json`` of the live version of an index folder, plus ``path``, ``version`` (the
+        version folder's name; None for the old flat layout) and ``files`` (their bytes on disk).
+
+        Reads no vectors: this is what ``sbirkit index info`` prints.
+        """
+        root = Path(directory)
+        for _ in range(_LOAD_TRIES):
+            try:
+                with _open_version(root, (META_FILE,)) as (version, handles):
+                    meta = _parse_meta(handles[META_FILE].read(), version / META_FILE)
+                    sizes = {
+                        name: (version / name).stat().st_size
+                        for name in _FILES
+                        if (version / name).is_file()
+                    }
+            except _VersionGone:
+                continue
+            return {
+                **meta,
+                "path": str(root),
+                "version": version.name if version != root else None,
+                "files": sizes,
+            }
+        raise DataError(f"{root}: the index kept changing while being read ({_LOAD_TRIES} tries)")
 
     @classmethod
     def load(
         cls, directory: str | os.PathLike, expect_model: dict | str | None = None
     ) -> GalleryIndex:
-        """Read an index folder written by :meth:`save`, checking its files agree with each other.
+        """Read the live version of an index folder written by :meth:`save`, checking it.
 
-        ``expect_model`` (a model_info dict or a fingerprint string) must match the model the
-        index was built with; otherwise :class:`ModelMismatchError` names both.
+        ``meta.json``, ``index.faiss`` and ``items.jsonl`` must agree with each other (dim,
+        ntotal, metric, row count) and with the SHA-256 checksums ``meta.json`` holds; any
+        disagreement is a one-line :class:`DataError` naming the file. ``expect_model`` (a
+        model_info dict or a fingerprint string) must match the model the index was built with;
+        otherwise :class:`ModelMismatchError` names both. Safe while another process saves.
         """
         root = Path(directory)
-        if not root.is_dir():
-            raise DataError(f"{root}: expected a gallery index folder, found nothing there")
-        for name in (META_FILE, INDEX_FILE, ITEMS_FILE):
-            if not (root / name).is_file():
-                raise DataError(f"{root / name}: expected the index's {name} file, it is missing")
-        meta_path = root / META_FILE
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(
-                f"{meta_path}: expected JSON, could not parse it ({_short(exc)})"
-            ) from None
-        for field in ("format", "factory", "metric", "ntotal", "dim", "model_info"):
-            if field not in meta:
-                raise DataError(f"{meta_path}: {field}: expected this field, it is missing")
-        if meta["format"] != FORMAT:
-            raise DataError(f"{meta_path}: format: expected {FORMAT!r}, got {meta['format']!r}")
-        if meta["metric"] not in _METRICS:
-            raise DataError(
-                f"{meta_path}: metric: expected one of {sorted(_METRICS)}, got {meta['metric']!r}"
-            )
+        for _ in range(_LOAD_TRIES):
+            try:
+                with _open_version(root, _FILES) as (version, handles):
+                    return cls._read(root, version, handles, expect_model)
+            except _VersionGone:
+                continue
+        raise DataError(f"{root}: the index kept changing while being read ({_LOAD_TRIES} tries)")
+
+    @classmethod
+    def _read(cls, root: Path, version: Path, handles: dict, expect_model) -> GalleryIndex:
+        meta_path = version / META_FILE
+        meta = _parse_meta(handles[META_FILE].read(), meta_path)
+        checksums = meta.get("checksums")
+        if int(meta["format_version"]) >= 2:
+            if not isinstance(checksums, dict) or not all(
+                isinstance(checksums.get(k), str) for k in (INDEX_FILE, ITEMS_FILE, "labels")
+            ):
+                raise DataError(
+                    f"{meta_path}: checksums: expected sha256 values for {INDEX_FILE}, "
+                    f"{ITEMS_FILE} and labels (format_version {meta['format_version']})"
+                )
+        else:
+            checksums = None  # format_version 1 folders carry none
         if expect_model is not None:
             check_model(meta["model_info"], expect_model, where=str(root))
 
-        index_path = root / INDEX_FILE
+        index_path = version / INDEX_FILE
+        f = handles[INDEX_FILE]
+        index_digest = _sha256_stream(f) if checksums else None
+        f.seek(0)
         try:
-            index = faiss.read_index(str(index_path))
+            index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError as exc:
             raise DataError(
                 f"{index_path}: expected a FAISS index, could not read it ({_short(exc)})"
@@ -469,32 +616,39 @@ class GalleryIndex:
                 f"{index_path}: metric: expected {meta['metric']!r} (meta.json), index differs"
             )
 
-        items_path = root / ITEMS_FILE
-        items = []
-        with open(items_path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    why = (
-                        "the file is truncated" if not line.endswith("\n") else "could not parse it"
-                    )
-                    raise DataError(
-                        f"{items_path}:{lineno}: expected one JSON object per line, {why}"
-                    ) from None
-                if not isinstance(item, dict) or not ("id" in item or "path" in item):
-                    raise DataError(
-                        f"{items_path}:{lineno}: expected an object with 'id' or 'path'"
-                    )
-                items.append(item)
+        items_path = version / ITEMS_FILE
+        raw = handles[ITEMS_FILE].read()
+        items = _parse_items(raw, items_path)
         if len(items) != index.ntotal:
             raise DataError(
                 f"{items_path}: rows: expected {index.ntotal} items (one per indexed vector), got {len(items)}"
             )
+        if checksums:
+            changed = "it was changed after the index was built, or belongs to another build"
+            if index_digest != checksums[INDEX_FILE]:
+                raise DataError(
+                    f"{index_path}: sha256: expected {checksums[INDEX_FILE][:16]}... (meta.json), "
+                    f"got {index_digest[:16]}...; {changed}"
+                )
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != checksums[ITEMS_FILE]:
+                raise DataError(
+                    f"{items_path}: sha256: expected {checksums[ITEMS_FILE][:16]}... (meta.json), "
+                    f"got {digest[:16]}...; {changed}"
+                )
+            if _labels_sha256(items) != checksums["labels"]:
+                raise DataError(
+                    f"{items_path}: labels: their sha256 differs from meta.json's; {changed}"
+                )
         return cls(
-            index, items, meta["model_info"], meta["factory"], meta["metric"], meta.get("created")
+            index,
+            items,
+            meta["model_info"],
+            meta["factory"],
+            meta["metric"],
+            meta.get("created"),
+            requested_factory=meta.get("factory_requested"),
+            factory_note=meta.get("factory_note"),
         )
 
     def __repr__(self) -> str:
@@ -529,6 +683,191 @@ def check_model(index_model: dict, expect: dict | str, where: str = "index") -> 
                 f"{where}: model_info.{key}: index built with model {_model_label(have)} ({key}={have[key]}), "
                 f"query model {_model_label(exp)} ({key}={exp[key]})"
             )
+
+
+# ---- folder layout helpers ----------------------------------------------------------------------
+class _VersionGone(Exception):
+    """The version a reader found in CURRENT was replaced and deleted before it opened its files."""
+
+
+def _is_index_entry(name: str) -> bool:
+    """Whether a name in an index folder belongs to the index (either layout) or its saves."""
+    return (
+        name in (POINTER_FILE, LOCK_FILE, *_FILES)
+        or _VERSION_NAME.fullmatch(name) is not None
+        or name.startswith((".tmp-", f".{POINTER_FILE}.tmp-"))
+    )
+
+
+def _read_pointer(root: Path) -> str | None:
+    """The version folder name in ``root/CURRENT``; None when there is no pointer (flat layout)."""
+    try:
+        raw = (root / POINTER_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DataError(f"{root / POINTER_FILE}: could not read it ({exc.strerror})") from None
+    name = raw.decode("utf-8", errors="replace").strip()
+    if not _VERSION_NAME.fullmatch(name):
+        raise DataError(
+            f"{root / POINTER_FILE}: expected the name of a version folder (v-<time>-<id>), got {name[:60]!r}"
+        )
+    return name
+
+
+@contextmanager
+def _open_version(root: Path, names: Sequence[str]):
+    """Open ``names`` of the live version of ``root`` together: yields (version folder, handles).
+
+    Raises :class:`_VersionGone` when a concurrent save replaced the version in between, and
+    a one-line :class:`DataError` when a file is really missing.
+    """
+    if not root.is_dir():
+        what = "a file" if root.exists() else "nothing"
+        raise DataError(f"{root}: expected a gallery index folder, found {what} there")
+    pointer = _read_pointer(root)
+    version = root / pointer if pointer is not None else root
+    with ExitStack() as stack:
+        handles = {}
+        for name in names:
+            try:
+                handles[name] = stack.enter_context(open(version / name, "rb"))
+            except FileNotFoundError:
+                if _read_pointer(root) != pointer:
+                    raise _VersionGone() from None
+                if pointer is not None and not version.is_dir():
+                    raise DataError(
+                        f"{version}: expected the index version that {POINTER_FILE} names, it is missing"
+                    ) from None
+                raise DataError(
+                    f"{version / name}: expected the index's {name} file, it is missing"
+                ) from None
+            except OSError as exc:
+                raise DataError(f"{version / name}: could not open it ({exc.strerror})") from None
+        yield version, handles
+
+
+def _parse_meta(raw: bytes, path: Path) -> dict:
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: expected UTF-8 JSON, byte {raw[exc.start]:#04x} at offset {exc.start} is not UTF-8"
+        ) from None
+    except ValueError as exc:
+        raise DataError(f"{path}: expected JSON, could not parse it ({_short(exc)})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    for field in ("format", "factory", "metric", "ntotal", "dim", "model_info"):
+        if field not in meta:
+            raise DataError(f"{path}: {field}: expected this field, it is missing")
+    if meta["format"] != FORMAT:
+        raise DataError(f"{path}: format: expected {FORMAT!r}, got {meta['format']!r}")
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DataError(f"{path}: format_version: expected a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format_version: expected at most {FORMAT_VERSION} (sbirkit {__version__}), "
+            f"got {version}; read it with a newer sbirkit"
+        )
+    meta["format_version"] = version
+    if meta["metric"] not in _METRICS:
+        raise DataError(
+            f"{path}: metric: expected one of {sorted(_METRICS)}, got {meta['metric']!r}"
+        )
+    for field in ("ntotal", "dim"):
+        if not isinstance(meta[field], int) or isinstance(meta[field], bool) or meta[field] < 0:
+            raise DataError(f"{path}: {field}: expected a non-negative integer, got {meta[field]!r}")
+    if not isinstance(meta["model_info"], dict):
+        raise DataError(
+            f"{path}: model_info: expected an object, got {type(meta['model_info']).__name__}"
+        )
+    return meta
+
+
+def _parse_items(raw: bytes, path: Path) -> list[dict]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}:{lineno}: expected UTF-8 text, byte {raw[exc.start]:#04x} at offset {exc.start} is not UTF-8"
+        ) from None
+    items = []
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            why = "the file is truncated" if not line.endswith("\n") else "could not parse it"
+            raise DataError(f"{path}:{lineno}: expected one JSON object per line, {why}") from None
+        if not isinstance(item, dict) or not ("id" in item or "path" in item):
+            raise DataError(f"{path}:{lineno}: expected an object with 'id' or 'path'")
+        items.append(item)
+    return items
+
+
+def _labels_sha256(items: Sequence[dict]) -> str:
+    """SHA-256 of the label column: each row's ``class_name`` (else ``label``, else null), in order."""
+    labels = [item.get("class_name", item.get("label")) for item in items]
+    return hashlib.sha256(json.dumps(labels, default=str).encode("utf-8")).hexdigest()
+
+
+def _sha256_stream(f) -> str:
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _sha256_stream(f)
+
+
+@contextmanager
+def _ignore_missing():
+    try:
+        yield
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def _writer_lock(target: Path):
+    """Hold an exclusive lock on ``target/.lock`` (POSIX ``flock``; none where unavailable).
+
+    One save at a time writes into an index folder; the OS drops the lock if the writer dies,
+    so a killed save never leaves the folder locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, saves are still atomic for readers
+        yield
+        return
+    with open(target / LOCK_FILE, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete what killed saves left in ``target`` (called with the writer lock held, so any
+    ``.tmp-*`` entry there belongs to a save that is no longer running)."""
+    pointer = _read_pointer(target)
+    for entry in target.iterdir():
+        if entry.name.startswith((".tmp-", f".{POINTER_FILE}.tmp-")):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with _ignore_missing():
+                    entry.unlink()
+        elif _VERSION_NAME.fullmatch(entry.name) and pointer is not None and entry.name != pointer:
+            shutil.rmtree(entry, ignore_errors=True)  # renamed into place, never made live
 
 
 def _fsync(path: Path) -> None:
