@@ -3,6 +3,10 @@
 Every loader (folder layouts, Sketchy, QMUL, Quick, Draw!, the synthetic generator) builds one
 of these from a list of :class:`Sample` records and implements :meth:`SBIRDataset.read`.
 Everything downstream (samplers, training, evaluation, indexing) sees only this interface.
+
+Raster images are shrunk by :func:`resize_image` (line drawings keep their thin lines dark) in
+time linear in their pixels; an image over :data:`MAX_IMAGE_PIXELS` is refused with a one-line
+:class:`DataError` naming its file, before any filtering.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from PIL import Image
 from .classnames import class_lookup, normalize_class_name
 from .records import DataError, EmptySketchError, Modality, Sample
 from .strokes import Strokes, rasterize
+
+#: Largest raster image (width × height) that sbirkit will shrink: 50 megapixels, which admits
+#: 48-MP phone photos (8000×6000) and stays below Pillow's decompression-bomb limit (about
+#: 89 MP). Shrinking is linear in the pixels: a 48-MP query takes under 1 s on one core (BENCHMARKS.md).
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclass
@@ -107,7 +116,7 @@ class SBIRDataset:
         if sample.is_sketch:
             empty_sketch_check(img, sample.location())
         if img.size != (size, size):
-            img = resize_image(img, size, thicken=sample.is_sketch or _is_line_art(img))
+            img = resize_image(img, size, thicken=sample.is_sketch or _is_line_art(img), where=sample.location())
         return img
 
     def _read_checked(self, sample: Sample) -> Image.Image | Strokes:
@@ -286,16 +295,37 @@ def _is_line_art(img: Image.Image) -> bool:
     return float(np.median(grey)) >= 240
 
 
-def resize_image(img: Image.Image, size: int, thicken: bool) -> Image.Image:
-    """Resize to size×size. Shrinking a line drawing by 3× or more first widens its dark lines
-    (a min filter about half the shrink factor wide), so thin ink does not fade to grey."""
-    from PIL import ImageFilter
+def check_image_pixels(width: int, height: int, where: str) -> None:
+    """Raise :class:`DataError` naming ``where`` when ``width * height`` exceeds :data:`MAX_IMAGE_PIXELS`."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{where}: pixels: expected at most {MAX_IMAGE_PIXELS:,} pixels ({MAX_IMAGE_PIXELS / 1e6:g} MP), "
+            f"got {width}x{height} = {width * height:,}; shrink the image first"
+        )
 
-    factor = min(img.size) / size
+
+def resize_image(img: Image.Image, size: int | tuple[int, int], thicken: bool, where: str = "<image>") -> Image.Image:
+    """Resize to ``size`` (an int for size×size, or (width, height)).
+
+    Shrinking a line drawing by 3× or more first widens its dark lines (a min filter about half
+    the shrink factor wide), so thin ink does not fade to grey. The min filter is a separable
+    running minimum (``scipy.ndimage.minimum_filter``: a constant number of comparisons per
+    pixel whatever its width), so the cost is linear in the input pixels; the result is the same
+    as Pillow's ``MinFilter`` of that width. An image over :data:`MAX_IMAGE_PIXELS` raises
+    :class:`DataError` naming ``where``.
+    """
+    out_w, out_h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    check_image_pixels(img.width, img.height, where)
+    factor = min(img.width / out_w, img.height / out_h)
     if thicken and factor >= 3:
-        k = int(factor // 2) * 2 - 1
-        img = img.filter(ImageFilter.MinFilter(max(3, k)))
-    return img.resize((size, size), Image.Resampling.BOX if factor >= 2 else Image.Resampling.BILINEAR)
+        from scipy import ndimage
+
+        if img.mode not in ("L", "RGB", "RGBA", "I", "F"):
+            img = img.convert("RGBA" if "A" in img.getbands() else "RGB" if len(img.getbands()) > 1 else "L")
+        arr = np.asarray(img)
+        k = max(3, int(factor // 2) * 2 - 1)
+        img = Image.fromarray(ndimage.minimum_filter(arr, size=(k, k) + (1,) * (arr.ndim - 2), mode="nearest"))
+    return img.resize((out_w, out_h), Image.Resampling.BOX if factor >= 2 else Image.Resampling.BILINEAR)
 
 
 def empty_sketch_check(img: Image.Image, where: str) -> None:
