@@ -3,12 +3,17 @@
 ``OUT/photo/<class>/<id>.png``, ``OUT/sketch/<class>/<id>-<n>.png`` (a sketch pairs with the
 photo whose stem it starts with), optional vector ``OUT/sketch/<class>/<id>-<n>.svg``, and
 ``OUT/metadata.csv`` with header ``path,split,user`` (paths relative to OUT).
+
+OUT must be new or empty: writing into an earlier export would mix old and new files and
+rewrite ``metadata.csv``, so the old samples would lose their split. ``overwrite=True`` first
+deletes what an export writes (``photo/``, ``sketch/`` and ``metadata.csv``) and nothing else.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -18,6 +23,8 @@ from ..records import DataError, Sample
 from ..strokes import Strokes
 
 _UNSAFE = re.compile(r"[/\\:\x00-\x1f]+")
+#: what :func:`write_folder_layout` writes into OUT (and so what ``overwrite`` deletes)
+EXPORT_ENTRIES = ("photo", "sketch", "metadata.csv")
 
 
 def _safe(name: str) -> str:
@@ -80,20 +87,52 @@ def strokes_to_svg(strokes: Strokes, size: int, stroke_width: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prepare_output_folder(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Check that an export may write into ``out_dir``; with ``overwrite``, clear the old export.
+
+    A missing or empty folder is fine. A non-empty one raises :class:`DataError` naming what
+    it holds, unless ``overwrite``: then ``photo/``, ``sketch/`` and ``metadata.csv`` are
+    deleted (any other file there is kept). A file at ``out_dir`` is always refused.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: expected a folder to write the dataset into, found a file")
+    if not out.is_dir():
+        return out
+    held = sorted(p.name for p in out.iterdir())
+    if not held:
+        return out
+    if not overwrite:
+        shown = ", ".join(held[:5]) + (f" ... ({len(held)} entries)" if len(held) > 5 else "")
+        raise DataError(
+            f"{out}: expected a new or empty folder, it holds {shown}; pass --overwrite "
+            "(overwrite=True) to replace its photo/, sketch/ and metadata.csv"
+        )
+    for name in EXPORT_ENTRIES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    return out
+
+
 def write_folder_layout(
     dataset: SBIRDataset,
     out_dir: str | Path,
     progress: bool = True,
     svg: bool = False,
     size: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Write every sample of ``dataset`` as PNG (at ``size``, default its ``image_size``) plus
     ``metadata.csv``; returns the counts written. With ``svg``, vector sketches are also
     written as SVG beside their PNG (the ``"folder"`` loader would then read each sketch twice:
-    keep one of the two for loading)."""
+    keep one of the two for loading). ``out_dir`` must be new or empty unless ``overwrite``
+    (see :func:`prepare_output_folder`)."""
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
+    out = prepare_output_folder(out_dir, overwrite)
     size = int(size or dataset.image_size)
     plan = _plan(dataset)
     rows: list[tuple[str, str, str]] = []
