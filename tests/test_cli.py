@@ -52,8 +52,10 @@ def test_data_info_reports_a_corrupt_file(tmp_path):
     _run("data", "synth", "--out", out, "--num-classes", "2", "--photos-per-class", "2", "--image-size", "32")
     victim = sorted((out / "photo").rglob("*.png"))[0]
     victim.write_bytes(b"not a png at all")
-    info = _run("data", "info", out, "--format", "folder", "--validate").output
-    assert "validated: 7 decoded, 1 failed" in info and victim.name in info
+    result = _run("data", "info", out, "--format", "folder", "--validate", ok=False)
+    assert result.exit_code == 1  # a failed file is a failed validation
+    assert "validated: 7 decoded, 1 failed" in result.output and victim.name in result.output
+    assert "error: 1 of 8 files failed to load or decode" in result.stderr
 
 
 def test_data_info_on_real_qmul_v1_prints_the_published_pair_counts(shared_data):
@@ -117,9 +119,10 @@ def test_index_build_search_and_refusals(trained_run, tmp_path):
     refused = _run("search", "--index", index, "--sketch", blank, ok=False)
     assert refused.exit_code == 2 and "blank" in refused.output
 
-    meta = json.loads((index / "meta.json").read_text())
+    live = index / (index / "CURRENT").read_text().strip()  # the version folder the pointer names
+    meta = json.loads((live / "meta.json").read_text())
     meta["model_info"]["fingerprint"] = "someone-else"
-    (index / "meta.json").write_text(json.dumps(meta))
+    (live / "meta.json").write_text(json.dumps(meta))
     refused = _run("search", "--index", index, "--sketch", sketch, ok=False)
     assert refused.exit_code == 2 and "someone-else" in refused.output
 

@@ -1,13 +1,24 @@
-"""The ``sbirkit`` command line: parse arguments, then call the library. No logic lives here."""
+"""The ``sbirkit`` command line: parse arguments, then call the library. No logic lives here.
+
+Errors: every :class:`~sbirkit.errors.SbirkitError` (and the few library exceptions that mean an
+ordinary mistake, see :func:`_ordinary_message`) is printed as one ``error: ...`` line on
+stderr with exit code 2, in one place (:class:`_App`); ``--debug`` or ``SBIRKIT_DEBUG=1``
+shows the traceback instead. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
+from .errors import SbirkitError, UsageError
 from .registry import Registry
+
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def _names(kind: str) -> list[str]:
@@ -44,18 +55,126 @@ def _help() -> str:
         "sbirkit: sketch-based image retrieval. Train, evaluate, index and search.\n\n"
         f"Datasets: {', '.join(_names('datasets'))}\n\n"
         f"Backbones: {', '.join(backbones)}\n\n"
-        "Run 'sbirkit list' for methods, presets and zero-shot split manifests."
+        "Run 'sbirkit list' for methods, presets and zero-shot split manifests. "
+        "Errors are one line (exit code 2); --debug shows the traceback."
     )
 
 
-app = typer.Typer(help=_help(), no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Generate, inspect and validate datasets.", no_args_is_help=True)
+# ---- one place for errors ----------------------------------------------------------------------
+def _raised_by_sbirkit(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is sbirkit's own code (a check of its
+    own), not a third-party library's."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    try:
+        return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+    except (OSError, ValueError):  # pragma: no cover - odd frame file names
+        return False
+
+
+def _ordinary_message(exc: BaseException) -> str | None:
+    """The one-line message of an ordinary mistake; None for a bug (which keeps its traceback).
+
+    Ordinary: any :class:`SbirkitError`; an ``OSError`` from the system (a missing or unreadable
+    file, a full disk: ``errno`` is set); and a ``ValueError`` or a ``KeyError`` carrying a
+    sentence that sbirkit's own code raised (argument checks, "unknown backbone ..."). A
+    ``ValueError``/``KeyError`` raised inside numpy, torch or another library, or a bare
+    ``KeyError('x')`` from a dict lookup, is a bug.
+    """
+    if isinstance(exc, SbirkitError):
+        message = str(exc)
+        if isinstance(exc, KeyError) and type(exc).__str__ is KeyError.__str__ and exc.args:
+            message = str(exc.args[0])  # a KeyError's str() is its argument's repr
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        message = f"{where}: {exc.strerror}" if exc.filename is not None else str(exc)
+    elif isinstance(exc, KeyError):
+        if not (_raised_by_sbirkit(exc) and exc.args and isinstance(exc.args[0], str) and " " in exc.args[0]):
+            return None
+        message = exc.args[0]  # unwrapped: str(KeyError) would add quotes around it
+    elif isinstance(exc, ValueError) and _raised_by_sbirkit(exc):
+        message = str(exc)
+    else:
+        return None
+    return " ".join(line.strip() for line in message.splitlines() if line.strip()) or type(exc).__name__
+
+
+def _debug_wanted(ctx: typer.Context) -> bool:
+    if ctx.params.get("debug"):
+        return True
+    return os.environ.get("SBIRKIT_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hide_flag_types(command, ctx: typer.Context) -> None:
+    """Typer 0.29 prints ``<bool>`` beside every flag in ``--help``; a flag takes no value, so
+    give flags (and the help option) an empty metavar, which the help renderer shows as nothing."""
+    for param in command.get_params(ctx):
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+
+
+class _Group(TyperGroup):
+    """Every command group of the CLI: flags show no ``<bool>`` type in ``--help``."""
+
+    def get_command(self, ctx: typer.Context, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _hide_flag_types(command, ctx)
+        return command
+
+    def format_help(self, ctx: typer.Context, formatter) -> None:
+        _hide_flag_types(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class _App(_Group):
+    """The top-level group: turns an ordinary mistake raised by any command into one line."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # exit codes, usage errors: typer's own
+            raise
+        except Exception as exc:
+            message = _ordinary_message(exc)
+            if message is None or _debug_wanted(ctx):
+                raise
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+
+
+app = typer.Typer(help=_help(), no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  cls=_App)
+data_app = typer.Typer(help="Generate, inspect and validate datasets.", no_args_is_help=True, cls=_Group)
 app.add_typer(data_app, name="data")
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", envvar="SBIRKIT_DEBUG", show_envvar=False,
+                               help="Show the full traceback of an error instead of its one-line "
+                               "message (or set SBIRKIT_DEBUG=1)."),
+) -> None:
+    # the flag is read by _App.invoke; nothing else to do before a command runs
+    pass
+
+
+def _fail(message: str) -> NoReturn:
+    """Stop the command with a one-line ``error: message`` and exit code 2 (via :class:`_App`)."""
+    raise UsageError(message)
+
+
+def _positive(flag: str, value: int) -> None:
+    if value < 1:
+        _fail(f"{flag}: expected a positive integer, got {value}")
+
+
+def _one_of(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(f"{flag}: expected one of {', '.join(choices)}, got {value!r}")
 
 
 def _parse_options(options: list[str] | None) -> dict:
@@ -73,28 +192,83 @@ def _parse_options(options: list[str] | None) -> dict:
 
 @app.command("list")
 def list_cmd() -> None:
-    """List registered datasets, backbones, methods, presets and split manifests."""
+    """List registered datasets, backbones (and the timm/<name>, tv/<name> forms), methods, presets, splits."""
     for kind in ("datasets", "backbones", "methods", "presets", "splits"):
-        typer.echo(f"{kind}: {', '.join(_names(kind))}")
+        names = _names(kind)
+        if kind == "backbones":
+            names = [n for n in names if "/" not in n] + ["timm/<name>", "tv/<name>"]
+        typer.echo(f"{kind}: {', '.join(names)}")
+        if kind == "backbones":
+            typer.echo("  timm/<name>: any model in timm.list_models(), e.g. timm/resnet18 "
+                       "(built without downloading weights)")
+            typer.echo(f"  tv/<name>: torchvision, e.g. tv/resnet18; {', '.join(_torchvision_names())}")
+
+
+def _torchvision_names() -> list[str]:
+    try:
+        from .models.torchvision_backbones import supported_torchvision_models
+
+        return list(supported_torchvision_models())
+    except Exception as exc:  # pragma: no cover - only when torchvision is broken
+        return [f"(unavailable: {exc})"]
 
 
 @data_app.command("synth")
 def data_synth(
-    out: Path = typer.Option(..., "--out", help="Folder to write (generic folder layout)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (generic folder layout); must be new or empty "
+                             "unless --overwrite."),
     num_classes: int = typer.Option(20, help="Number of object classes."),
     photos_per_class: int = typer.Option(30, help="Photos (instances) per class."),
     sketches_per_photo: int = typer.Option(1, help="Sketches drawn of each photo."),
     image_size: int = typer.Option(64, help="Image side in pixels."),
     seed: int = typer.Option(0, help="Generator seed."),
+    overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite",
+                                   help="Write into a non-empty OUT: first delete what an export writes there "
+                                   "(photo/, sketch/, metadata.csv), keeping any other file."),
 ) -> None:
-    """Write the built-in synthetic dataset to OUT as photo/<class>, sketch/<class> and metadata.csv."""
+    """Write the built-in synthetic dataset to OUT as photo/<class>, sketch/<class> and metadata.csv.
+
+    OUT must be new or empty: writing over an earlier export would mix its files with the new ones
+    and give the old samples no split. --overwrite replaces an earlier export.
+    """
     from .data import create_dataset
     from .data.synthetic import write_folder_layout
+    from .data.synthetic.writer import prepare_output_folder
 
+    for flag, value in (("--num-classes", num_classes), ("--photos-per-class", photos_per_class),
+                        ("--sketches-per-photo", sketches_per_photo), ("--image-size", image_size)):
+        _positive(flag, value)
+    if not overwrite:
+        prepare_output_folder(out)  # refuse a non-empty OUT before generating anything
     ds = create_dataset("synthetic", num_classes=num_classes, photos_per_class=photos_per_class,
                         sketches_per_photo=sketches_per_photo, image_size=image_size, seed=seed)
-    counts = write_folder_layout(ds, out, progress=True)
+    counts = write_folder_layout(ds, out, progress=True, overwrite=overwrite)
     typer.echo(f"wrote {out}: {counts}")
+
+
+def _check_loader_call(format: str, path: Optional[Path], options: dict) -> None:
+    """Refuse a missing dataset root or an option the loader does not take, naming the flag."""
+    import inspect
+
+    from .data import DATASETS, list_datasets
+
+    list_datasets()  # registers the built-in loaders
+    factory = DATASETS.get(format)  # an unknown format is a one-line error already
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - a loader without a signature
+        return
+    if path is None and params and params[0].default is inspect.Parameter.empty \
+            and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        _fail(f"PATH: format {format!r} reads files: expected the dataset root, "
+              f"e.g. 'sbirkit data info DATA -f {format}'")
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for key in options:
+        if key not in known:
+            _fail(f"--option {key}: format {format!r} has no option {key!r}; "
+                  f"it takes: {', '.join(known) or '(none)'}")
 
 
 @data_app.command("info")
@@ -102,19 +276,28 @@ def data_info(
     path: Optional[Path] = typer.Argument(None, help="Dataset root (omit for --format synthetic)."),
     format: str = typer.Option("folder", "--format", "-f", help="Dataset format; see 'sbirkit list'."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Loader option key=value (repeatable)."),
-    validate: bool = typer.Option(False, help="Decode every sample and report the ones that fail."),
-    per_class: bool = typer.Option(True, help="Print the per-class table."),
+    validate: bool = typer.Option(False, "--validate/--no-validate",
+                                  help="Decode every sample and report the ones that fail (exit code 1 if any "
+                                  "does)."),
+    per_class: bool = typer.Option(True, "--per-class/--no-per-class", help="Print the per-class table."),
 ) -> None:
-    """Validate a dataset and print counts per class, modality, split and user."""
-    from .data import DataError, create_dataset
+    """Validate a dataset and print counts per class, modality, split and user.
+
+    Exit code 0, or 1 when --validate found files that fail to decode, or 2 for a bad path or flag.
+    """
+    from .data import create_dataset
     from .data.report import format_summary
 
-    try:
-        ds = create_dataset(format, str(path) if path is not None else None, **_parse_options(option))
-    except (DataError, KeyError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+    options = _parse_options(option)
+    _check_loader_call(format, path, options)
+    ds = create_dataset(format, str(path) if path is not None else None, **options)
     report = ds.validate(progress=True) if validate else None
     typer.echo(format_summary(ds.summary(), report, per_class=per_class))
+    if report is not None and report.failures:
+        total = report.checked + len(report.failures)
+        typer.secho(f"error: {len(report.failures)} of {total} files failed to load or decode (listed above)",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -186,21 +369,27 @@ def _run_encoder(run: Path, which: str):
     return encoder, size, info
 
 
-def _embed_folder(run: Path, folder: Path, which: str, batch_size: int, modality: str = "photo"):
+def _embed_folder(run: Path, folder: Path, which: str, batch_size: int, modality: str = "photo",
+                  before_embedding=None):
     """Embed every image under ``folder`` with a run's model: (embeddings, items, info, skipped count).
 
+    Flags and the folder are checked before the model is loaded, and ``before_embedding(info)``
+    (more checks that need the model, e.g. the index factory) runs before any image is embedded.
     Unreadable images are reported on stderr and skipped; a folder with none readable fails.
     """
     import torch
 
     from .index import embed_image_files, image_items, list_image_files
 
-    if modality not in ("photo", "sketch"):
-        _fail(f"--modality: expected photo or sketch, got {modality!r}")
-    encoder, size, info = _run_encoder(run, which)
+    _one_of("--modality", modality, ("photo", "sketch"))
+    _one_of("--which", which, ("best", "last"))
+    _positive("--batch-size", batch_size)
     paths = list_image_files(folder)
     if not paths:
         _fail(f"{folder}: expected image files, found none")
+    encoder, size, info = _run_encoder(run, which)
+    if before_embedding is not None:
+        before_embedding(info)
     fn = encoder.encode_photo if modality == "photo" else encoder.encode_sketch
     with torch.no_grad():
         emb, ok, failures = embed_image_files(fn, paths, size, batch_size=batch_size)
@@ -211,11 +400,17 @@ def _embed_folder(run: Path, folder: Path, which: str, batch_size: int, modality
     return emb, image_items(ok, folder), info, len(failures)
 
 
+def _npz_path(out: Path) -> Path:
+    """The file ``numpy.savez`` really writes for ``out``: '.npz' is appended unless it ends so."""
+    return out if out.suffix == ".npz" else out.with_name(out.name + ".npz")
+
+
 @app.command()
 def embed(
     run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
     folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
-    out: Path = typer.Option(..., "--out", help="Output .npz with embeddings, ids and labels."),
+    out: Path = typer.Option(..., "--out", help="Output file with embeddings, ids, paths and labels; '.npz' is "
+                             "appended unless the name ends in it (x -> x.npz)."),
     modality: str = typer.Option("photo", help="photo or sketch: which encoder branch to use."),
     which: str = typer.Option("best", help="Checkpoint: best or last."),
     batch_size: int = typer.Option(64, help="Images per batch."),
@@ -225,14 +420,18 @@ def embed(
 
     import numpy as np
 
+    target = _npz_path(out)
+    if target.is_dir():
+        _fail(f"--out {target}: expected a file name, found a folder")
     emb, items, info, skipped = _embed_folder(run, folder, which, batch_size, modality)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, embeddings=emb, ids=np.array([i["id"] for i in items]), paths=np.array([i["path"] for i in items]),
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(target, embeddings=emb, ids=np.array([i["id"] for i in items]),
+             paths=np.array([i["path"] for i in items]),
              labels=np.array([i.get("class_name", "") for i in items]), model=json.dumps(info, sort_keys=True))
-    typer.echo(f"embedded {len(items)} images ({skipped} skipped) -> {out}")
+    typer.echo(f"embedded {len(items)} images ({skipped} skipped) -> {target}")
 
 
-index_app = typer.Typer(help="Build and inspect persistent search indexes.", no_args_is_help=True)
+index_app = typer.Typer(help="Build and inspect persistent search indexes.", no_args_is_help=True, cls=_Group)
 app.add_typer(index_app, name="index")
 
 
@@ -240,56 +439,189 @@ app.add_typer(index_app, name="index")
 def index_build(
     run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
     folder: Path = typer.Argument(..., help="Photo collection (searched recursively; ROOT/<class>/* gives labels)."),
-    out: Path = typer.Option(..., "--out", help="Index folder to write."),
-    factory: str = typer.Option("Flat", help="FAISS index factory: Flat (exact), IVF256,Flat, HNSW32 ..."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write: new, or an index folder (a new version "
+                             "replaces the old one; searches running meanwhile see one or the other)."),
+    factory: str = typer.Option("Flat", help="FAISS index factory: Flat (exact), IVF256,Flat, HNSW32 ... "
+                                "(an IVF with more lists than photos is shrunk; the one used is printed)."),
     which: str = typer.Option("best", help="Checkpoint: best or last."),
     batch_size: int = typer.Option(64, help="Images per batch."),
 ) -> None:
-    """Embed a photo collection with a trained model and save a FAISS index with its metadata."""
+    """Embed a photo collection with a trained model and save a FAISS index with its metadata.
+
+    --out, the folder, the flags and the factory are checked before anything is embedded.
+    """
+    import warnings
+
+    from .index import GalleryIndex
+    from .index.gallery import check_factory
+
+    GalleryIndex.check_target(out)
+    emb, items, info, skipped = _embed_folder(
+        run, folder, which, batch_size, before_embedding=lambda info: check_factory(factory, info["embed_dim"]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"factory .*: nlist")  # said below, in words
+        index = GalleryIndex.build(emb, items, info, factory=factory)
+    saved = index.save(out)
+    typer.echo(f"indexed {len(items)} photos ({skipped} unreadable, skipped) with {index.factory} -> {saved}")
+    if index.factory != factory:
+        typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+@index_app.command("info")
+def index_info(
+    index_dir: Path = typer.Argument(..., help="Index folder from 'sbirkit index build'."),
+    as_json: bool = typer.Option(False, "--json/--no-json", help="Print meta.json (plus path, version, file "
+                                 "sizes) as JSON instead."),
+) -> None:
+    """Describe an index without loading its vectors: size, model, factory, metric, dim, nprobe, created."""
+    import json
+
     from .index import GalleryIndex
 
-    emb, items, info, skipped = _embed_folder(run, folder, which, batch_size)
-    saved = GalleryIndex.build(emb, items, info, factory=factory).save(out)
-    typer.echo(f"indexed {len(items)} photos ({skipped} unreadable, skipped) with {factory} -> {saved}")
+    meta = GalleryIndex.read_meta(index_dir)
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        return
+    model = meta.get("model_info") or {}
+    factory = str(meta["factory"])
+    if meta.get("factory_requested") and meta["factory_requested"] != factory:
+        factory += f" (asked for {meta['factory_requested']}: {meta.get('factory_note') or 'changed'})"
+    metric = {"ip": "ip (inner product: cosine on L2-normalised vectors; higher is closer)",
+              "l2": "l2 (squared L2 distance; lower is closer)"}.get(meta["metric"], meta["metric"])
+    lines = [
+        f"index: {meta['path']}  (format version {meta['format_version']}"
+        + (f", version folder {meta['version']})" if meta.get("version") else ", flat layout)"),
+        f"items: {meta['ntotal']}  dim: {meta['dim']}",
+        f"factory: {factory}",
+        f"metric: {metric}",
+        f"nprobe: {meta.get('nprobe') if meta.get('nprobe') is not None else '- (exact or graph index)'}",
+        f"model: run {model.get('run', '?')}  fingerprint {model.get('fingerprint', '?')}  "
+        f"checkpoint {model.get('which', '?')}",
+        f"       backbone {model.get('backbone', '?')}  embed_dim {model.get('embed_dim', '?')}  "
+        f"image_size {model.get('image_size', '?')}",
+        f"created: {meta.get('created', '?')}  (sbirkit {meta.get('sbirkit_version', '?')}, "
+        f"faiss {meta.get('faiss_version', '?')})",
+        "files: " + ", ".join(f"{name} {_size(n)}" for name, n in sorted(meta.get("files", {}).items())),
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _query_files(sketch: Path) -> list[Path]:
+    """The sketch file, or every sketch file under a folder (recursive, sorted by relative path)."""
+    from .index.files import SKETCH_EXTENSIONS
+
+    if not sketch.is_dir():
+        return [sketch]
+    found = sorted((p for p in sketch.rglob("*") if p.is_file() and p.suffix.lower() in SKETCH_EXTENSIONS),
+                   key=lambda p: p.relative_to(sketch).as_posix())
+    if not found:
+        _fail(f"--sketch {sketch}: expected sketch files ({', '.join(sorted(SKETCH_EXTENSIONS))}) in the folder, "
+              "found none")
+    return found
 
 
 @app.command()
 def search(
     index_dir: Path = typer.Option(..., "--index", help="Index folder from 'sbirkit index build'."),
-    sketch: Path = typer.Option(..., "--sketch", help="Query sketch: PNG/JPG, SVG or Quick, Draw! .ndjson."),
-    k: int = typer.Option(10, "-k", help="How many results."),
+    sketch: Path = typer.Option(..., "--sketch", help="Query sketch: PNG/JPG, SVG or Quick, Draw! .ndjson; or a "
+                                "folder, to search with every sketch file in it (one block of results each)."),
+    k: int = typer.Option(10, "-k", help="How many results per query."),
     run: Optional[Path] = typer.Option(None, help="Run folder (default: the one the index was built with)."),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a PNG of the query beside its top results."),
-    nprobe: Optional[int] = typer.Option(None, help="IVF lists to scan (approximate indexes)."),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Write a PNG of each query beside its top results "
+                                        "(one row per query)."),
+    nprobe: Optional[int] = typer.Option(None, help="IVF lists to scan (IVF indexes only)."),
+    drawing: int = typer.Option(0, "--drawing", help="Which drawing of a Quick, Draw! .ndjson file to search "
+                                "with (0 = the first line)."),
+    as_json: bool = typer.Option(False, "--json/--no-json", help="Print the results as one JSON object on stdout."),
 ) -> None:
-    """Search an index with a sketch; print ranked paths and scores."""
+    """Search an index with a sketch (or a folder of sketches); print ranked paths and scores.
+
+    Scores are cosine similarities for the default metric (ip; higher is closer). In a folder, a
+    sketch that cannot be used (blank, unreadable) is reported on stderr and skipped.
+    """
+    import json
+    import warnings
+
     import numpy as np
     import torch
 
-    from .data import DataError
-    from .engine import CheckpointError
-    from .index import GalleryIndex, check_model, draw_grid, load_query_sketch
+    from .errors import DataError
+    from .index import GalleryIndex, check_model, draw_grid_rows, load_query_sketch
 
-    try:
-        index = GalleryIndex.load(index_dir)
-        built_with = index.model_info
-        run_dir = Path(run) if run else Path(built_with.get("run", ""))
-        encoder, size, info = _run_encoder(run_dir, built_with.get("which", "best"))
-        check_model(built_with, info, where=str(index_dir))
-        if info["embed_dim"] != index.dim:
-            _fail(f"{index_dir}: embedding size {index.dim}, but the model {run_dir} embeds to {info['embed_dim']}")
-        image = load_query_sketch(sketch, size=size)
-    except (DataError, CheckpointError) as exc:
-        _fail(str(exc))
-    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    _positive("-k", k)
+    if drawing < 0:
+        _fail(f"--drawing: expected a drawing number >= 0, got {drawing}")
+    queries = _query_files(sketch)
+    index = GalleryIndex.load(index_dir)
+    if nprobe is not None:
+        if not index.is_ivf:
+            _fail(f"--nprobe: only IVF indexes take it; {index_dir} is a {index.factory!r} index")
+        _positive("--nprobe", nprobe)
+    built_with = index.model_info
+    run_dir = Path(run) if run else Path(built_with.get("run", ""))
+    encoder, size, info = _run_encoder(run_dir, built_with.get("which", "best"))
+    check_model(built_with, info, where=str(index_dir))
+    if info["embed_dim"] != index.dim:
+        _fail(f"{index_dir}: embedding size {index.dim}, but the model {run_dir} embeds to {info['embed_dim']}")
+    images, used, skipped, notes = [], [], [], []
+    for path in queries:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                image = load_query_sketch(path, size=size, index=drawing)
+            except DataError as exc:
+                if not sketch.is_dir():
+                    raise
+                skipped.append({"query": str(path), "error": str(exc)})
+                typer.secho(f"skipped {path}: {exc}", fg=typer.colors.YELLOW, err=True)
+                continue
+        for w in caught:  # e.g. "looks like a photo": one line each, not a Python warning block
+            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+        images.append(image)
+        used.append(path)
+        notes.append([str(w.message) for w in caught])
+    if not used:
+        _fail(f"--sketch {sketch}: none of the {len(queries)} sketch files could be used")
+    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1) for im in images])
     with torch.no_grad():
         q = encoder.encode_sketch(x).numpy()
     result = index.search(q, k=k, nprobe=nprobe)
-    rows = result.items_for(0)
-    for rank, item in enumerate(rows, 1):
-        typer.echo(f"{rank:>3}  {item['score']:.4f}  {item.get('path', item.get('id'))}")
+    blocks = [result.items_for(i) for i in range(len(used))]
     if grid is not None:
-        draw_grid(image, [(item.get("path"), f"{item['score']:.2f}", None) for item in rows], grid)
+        draw_grid_rows([(im, [(item.get("path"), f"{item['score']:.2f}", None) for item in rows])
+                        for im, rows in zip(images, blocks)], grid)
+    if as_json:
+        out = {
+            "index": str(index_dir), "metric": index.metric, "k": k, "nprobe": nprobe if nprobe else index.nprobe,
+            "model": {key: info.get(key) for key in ("run", "fingerprint", "which")},
+            "queries": [
+                {"query": str(path), **({"drawing": drawing} if path.suffix.lower() == ".ndjson" else {}),
+                 "warnings": note,
+                 "results": [{**{key: v for key, v in item.items() if key != "rank"}, "rank": item["rank"] + 1}
+                             for item in rows]}
+                for path, rows, note in zip(used, blocks, notes)
+            ],
+            "skipped": skipped,
+            "grid": str(grid) if grid is not None else None,
+        }
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+    for n, (path, rows) in enumerate(zip(used, blocks)):
+        if sketch.is_dir():
+            typer.echo(("\n" if n else "") + f"query: {path}")
+        for rank, item in enumerate(rows, 1):
+            typer.echo(f"{rank:>3}  {item['score']:.4f}  {item.get('path', item.get('id'))}")
+    if sketch.is_dir():
+        typer.echo(f"\nsearched with {len(used)} sketches ({len(skipped)} skipped)")
+    if grid is not None:
         typer.echo(f"grid: {grid}")
 
 
