@@ -604,3 +604,13 @@ def test_build_emits_no_unexpected_warnings_for_normalised_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _build(_random(50))
+
+
+def test_a_save_repairs_a_damaged_pointer(tmp_path):
+    root = tmp_path / "idx"
+    _build(_random(10)).save(root)
+    (root / "CURRENT").write_text("garbage\n")
+    with pytest.raises(DataError, match="CURRENT: expected the name of a version folder"):
+        GalleryIndex.load(root)
+    GalleryIndex.build(_random(7), _items(7), MODEL, progress=False).save(root)
+    assert len(GalleryIndex.load(root)) == 7 and len([p for p in os.listdir(root) if p.startswith("v-")]) == 1

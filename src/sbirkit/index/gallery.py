@@ -537,13 +537,9 @@ class GalleryIndex:
         root = Path(directory)
         for _ in range(_LOAD_TRIES):
             try:
-                with _open_version(root, (META_FILE,)) as (version, handles):
+                with _open_version(root, _FILES) as (version, handles):
                     meta = _parse_meta(handles[META_FILE].read(), version / META_FILE)
-                    sizes = {
-                        name: (version / name).stat().st_size
-                        for name in _FILES
-                        if (version / name).is_file()
-                    }
+                    sizes = {name: os.fstat(f.fileno()).st_size for name, f in handles.items()}
             except _VersionGone:
                 continue
             return {
@@ -858,7 +854,10 @@ def _writer_lock(target: Path):
 def _remove_orphans(target: Path) -> None:
     """Delete what killed saves left in ``target`` (called with the writer lock held, so any
     ``.tmp-*`` entry there belongs to a save that is no longer running)."""
-    pointer = _read_pointer(target)
+    try:
+        pointer = _read_pointer(target)
+    except DataError:  # a damaged pointer: this save replaces it; keep every version until then
+        pointer = None
     for entry in target.iterdir():
         if entry.name.startswith((".tmp-", f".{POINTER_FILE}.tmp-")):
             if entry.is_dir() and not entry.is_symlink():
