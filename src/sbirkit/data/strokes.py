@@ -3,6 +3,12 @@
 Coordinates are (x, y) with y pointing down, in the units of the source (screen pixels for
 Quick, Draw! raw, the viewBox for SVG). ``Strokes.canvas`` is the drawing area when the source
 has one (SVG viewBox, a generator's canvas); otherwise rasterising fits the ink's bounding box.
+
+Coordinates must be finite: a NaN or inf (from SVG, ndjson, stroke-3 or a caller) is a one-line
+:class:`~sbirkit.errors.DataError` naming the source when the :class:`Strokes` is made.
+:func:`rasterize` does bounded work: it refuses more than :data:`MAX_STROKE_POINTS` points, or
+strokes longer in total than :data:`MAX_INK_LENGTH` times the image side (drawing cost grows
+with the inked length times the line width).
 """
 
 from __future__ import annotations
@@ -12,7 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .records import EmptySketchError
+from .records import DataError, EmptySketchError
+
+#: Most points :func:`rasterize` draws (all strokes together); real sketches hold hundreds to a
+#: few thousand.
+MAX_STROKE_POINTS = 200_000
+#: Most ink :func:`rasterize` draws: the strokes' total length over the image's longer side
+#: (a Quick, Draw! or TU-Berlin sketch is under 50; a 10,000-segment zigzag across the page 14,000).
+MAX_INK_LENGTH = 1000
 
 
 @dataclass
@@ -25,8 +38,13 @@ class Strokes:
 
     def __post_init__(self) -> None:
         cleaned = []
-        for s in self.strokes:
-            arr = np.asarray(s, dtype=np.float32).reshape(-1, 2)
+        for i, s in enumerate(self.strokes):
+            with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond 3.4e38 -> inf: refused below
+                arr = np.asarray(s, dtype=np.float32).reshape(-1, 2)
+            if not np.isfinite(arr).all():
+                raise DataError(
+                    f"{self.source}: coordinates: expected finite x, y (within float32), got NaN or inf in stroke {i}"
+                )
             if len(arr):
                 cleaned.append(arr)
         self.strokes = cleaned
@@ -55,6 +73,8 @@ class Strokes:
         arr = np.asarray(data, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != 3:
             raise ValueError(f"{source}: stroke-3: expected an (n, 3) array, got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise DataError(f"{source}: stroke-3: expected finite (dx, dy, pen) rows, got NaN or inf")
         xy = np.cumsum(arr[:, :2], axis=0)
         ends = np.flatnonzero(arr[:, 2] > 0.5)
         strokes, start = [], 0
@@ -109,10 +129,14 @@ def rasterize(
     its line weight. ``fit='bbox'`` scales the ink's bounding box into the image (keeping
     aspect, with ``padding`` as a fraction of the side); ``fit='canvas'`` maps the sketch's
     canvas onto the image; ``'auto'`` uses the canvas when the sketch has one.
-    Raises :class:`EmptySketchError` for a sketch with no points.
+    Raises :class:`EmptySketchError` for a sketch with no points, and :class:`DataError` for one
+    over :data:`MAX_STROKE_POINTS` or :data:`MAX_INK_LENGTH`.
     """
     if strokes.is_empty():
         raise EmptySketchError(f"{strokes.source}: strokes: expected at least one point, got an empty sketch")
+    if strokes.num_points > MAX_STROKE_POINTS:
+        raise DataError(f"{strokes.source}: points: expected at most {MAX_STROKE_POINTS:,} points to draw "
+                        f"(MAX_STROKE_POINTS), got {strokes.num_points:,}")
     w, h = (size, size) if isinstance(size, int) else size
     ss = max(1, int(supersample))
     W, H = w * ss, h * ss
@@ -128,6 +152,10 @@ def rasterize(
         inner_w, inner_h = W * (1 - 2 * padding), H * (1 - 2 * padding)
         scale = min(inner_w / max(x1 - x0, 1e-6), inner_h / max(y1 - y0, 1e-6))
         off = np.array([W / 2 - (x0 + x1) / 2 * scale, H / 2 - (y0 + y1) / 2 * scale])
+    ink = sum(float(np.linalg.norm(np.diff(st, axis=0), axis=1).sum()) for st in strokes.strokes) * scale
+    if ink > MAX_INK_LENGTH * max(W, H):
+        raise DataError(f"{strokes.source}: strokes: expected a total length of at most {MAX_INK_LENGTH} image "
+                        f"sides (MAX_INK_LENGTH), got {ink / max(W, H):,.0f}")
     img = Image.new("L", (W, H), 255)
     draw = ImageDraw.Draw(img)
     width = max(1, int(round(stroke_width * ss)))

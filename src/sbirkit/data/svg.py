@@ -4,6 +4,19 @@ Follows the SVG 1.1 path grammar (section 8.3): commands M L H V C S Q T A Z in 
 relative form, implicit repeated arguments, comma/space separators. Curves and arcs are sampled
 into polylines; each subpath (each moveto) becomes one stroke. Coordinates end up in the root
 user space, and the canvas comes from ``viewBox`` (else ``width``/``height``).
+
+Work on any input is bounded. Limits (module constants), each a one-line
+:class:`~sbirkit.errors.DataError` naming the file and the limit when exceeded:
+
+* :data:`MAX_SVG_BYTES` (5 MiB): file size, checked before the file is read;
+* :data:`MAX_SVG_ELEMENTS` (20,000): elements in the document, every tag counted;
+* :data:`MAX_SVG_DEPTH` (64): element nesting;
+* :data:`MAX_SVG_POINTS` (200,000): points after curves and arcs are flattened, summed over
+  the document; counted while flattening, so the work stops at the limit.
+
+Coordinates must be finite: a NaN or inf (``1e999`` is inf) in a path, a point list, a line,
+a transform or the viewBox is a DataError. XML is parsed by the standard library's expat, which
+refuses external entities (XXE) and entity expansion bombs ("billion laughs").
 """
 
 from __future__ import annotations
@@ -36,21 +49,44 @@ _SKIPPED_TAGS = {
 _MIN_CURVE_SEGMENTS = 8
 _MAX_CURVE_SEGMENTS = 128
 
+#: Largest SVG file (bytes) read.
+MAX_SVG_BYTES = 5 * 1024 * 1024
+#: Most elements in one document (every tag, groups included).
+MAX_SVG_ELEMENTS = 20_000
+#: Deepest element nesting.
+MAX_SVG_DEPTH = 64
+#: Most points after flattening curves and arcs, over the whole document (real sketches: a few
+#: thousand; the per-command parsing cost makes 200,000 points take up to about 2 s).
+MAX_SVG_POINTS = 200_000
+
+
+class PointLimitError(ValueError):
+    """:func:`parse_path_d` would produce more than its ``max_points``."""
+
 
 def read_svg(path: str | Path) -> Strokes:
     """Parse the SVG file at ``path`` into strokes (see :func:`parse_svg`)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file: expected an SVG file, not found")
+    _check_size(p.stat().st_size, str(p))
     return parse_svg(p.read_bytes(), str(p))
+
+
+def _check_size(n_bytes: int, source: str) -> None:
+    if n_bytes > MAX_SVG_BYTES:
+        raise DataError(f"{source}: size: expected an SVG of at most {MAX_SVG_BYTES:,} bytes (MAX_SVG_BYTES), "
+                        f"got {n_bytes:,}")
 
 
 def parse_svg(text: str | bytes, source: str = "<svg>") -> Strokes:
     """Strokes of every ``<path>``, ``<polyline>``, ``<polygon>`` and ``<line>`` in an SVG document.
 
-    Raises :class:`DataError` naming ``source`` for a document that is not SVG or has bad
-    geometry, and :class:`EmptySketchError` when it holds no strokes.
+    Raises :class:`DataError` naming ``source`` for a document that is not SVG, has bad or
+    non-finite geometry or is over a limit (module docstring), and :class:`EmptySketchError`
+    when it holds no strokes.
     """
+    _check_size(len(text.encode("utf-8")) if isinstance(text, str) else len(text), source)
     try:
         root = ET.fromstring(text)
     except ET.ParseError as exc:
@@ -59,10 +95,16 @@ def parse_svg(text: str | bytes, source: str = "<svg>") -> Strokes:
         ) from None
     if _local(root.tag) != "svg":
         raise DataError(f"{source}: root element: expected <svg>, got <{_local(root.tag)}>")
+    n_elements = 0
+    for _ in root.iter():
+        n_elements += 1
+        if n_elements > MAX_SVG_ELEMENTS:
+            raise DataError(f"{source}: elements: expected at most {MAX_SVG_ELEMENTS:,} elements "
+                            "(MAX_SVG_ELEMENTS), got more")
     canvas = _canvas(root, source)
     step = max(canvas[2], canvas[3]) / 256.0 if canvas is not None else 1.0
     strokes: list[np.ndarray] = []
-    counter = {"path": 0, "polyline": 0, "polygon": 0, "line": 0}
+    counter = {"path": 0, "polyline": 0, "polygon": 0, "line": 0, "#points": 0}  # "#": no tag is named so
     _walk(root, np.eye(3), strokes, counter, step, source)
     result = Strokes(strokes, canvas=canvas, source=source)
     if result.is_empty():
@@ -82,8 +124,8 @@ def _length(value: str | None, source: str, field: str) -> float | None:
     if value is None or value.strip().endswith("%"):
         return None
     m = _NUMBER.match(value.strip())
-    if not m:
-        raise DataError(f"{source}: {field}: expected a length, got {value!r}")
+    if not m or not math.isfinite(float(m.group())):
+        raise DataError(f"{source}: {field}: expected a finite length, got {value!r}")
     return float(m.group())
 
 
@@ -91,9 +133,9 @@ def _canvas(root: ET.Element, source: str) -> tuple[float, float, float, float] 
     vb = root.get("viewBox")
     if vb is not None:
         nums = [float(n) for n in _NUMBER.findall(vb)]
-        if len(nums) != 4 or nums[2] <= 0 or nums[3] <= 0:
+        if len(nums) != 4 or nums[2] <= 0 or nums[3] <= 0 or not all(map(math.isfinite, nums)):
             raise DataError(
-                f"{source}: viewBox: expected 'x y width height' with positive size, got {vb!r}"
+                f"{source}: viewBox: expected 'x y width height', finite with positive size, got {vb!r}"
             )
         return nums[0], nums[1], nums[2], nums[3]
     w = _length(root.get("width"), source, "width")
@@ -103,7 +145,10 @@ def _canvas(root: ET.Element, source: str) -> tuple[float, float, float, float] 
     return None
 
 
-def _walk(node, ctm, strokes, counter, step, source) -> None:
+def _walk(node, ctm, strokes, counter, step, source, depth: int = 1) -> None:
+    if depth > MAX_SVG_DEPTH:
+        raise DataError(f"{source}: nesting: expected elements nested at most {MAX_SVG_DEPTH} deep "
+                        "(MAX_SVG_DEPTH), got deeper")
     for child in node:
         tag = _local(child.tag)
         if tag in _SKIPPED_TAGS:
@@ -113,35 +158,69 @@ def _walk(node, ctm, strokes, counter, step, source) -> None:
             where = f"{tag}[{counter[tag]}]"
             counter[tag] += 1
         m = ctm @ parse_transform(child.get("transform", ""), f"{source}: {where}")
-        scale = math.sqrt(abs(np.linalg.det(m[:2, :2]))) or 1.0
-        local: list[np.ndarray] = []
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, not warned about
+            scale = math.sqrt(abs(np.linalg.det(m[:2, :2]))) or 1.0
+        if not math.isfinite(scale):
+            raise DataError(f"{source}: {where} transform: expected a finite scale, got one that overflows")
+        budget = MAX_SVG_POINTS - counter["#points"]
         try:
-            if tag == "path":
-                local = parse_path_d(child.get("d", ""), step / scale)
-            elif tag in ("polyline", "polygon"):
-                pts = _number_list(child.get("points", ""))
-                if len(pts) % 2:
-                    raise ValueError(f"expected an even number of coordinates, got {len(pts)}")
-                arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-                if tag == "polygon" and len(arr):
-                    arr = np.vstack([arr, arr[:1]])
-                local = [arr] if len(arr) else []
-            elif tag == "line":
-                xy = [float(child.get(k, "0")) for k in ("x1", "y1", "x2", "y2")]
-                local = [np.asarray(xy, dtype=np.float64).reshape(2, 2)]
-        except ValueError as exc:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf/NaN is refused below
+                local = _element_points(tag, child, step / scale, budget)
+            if sum(len(pts) for pts in local) > budget:
+                raise PointLimitError(f"more than {budget} points")
+        except PointLimitError:
+            raise DataError(f"{source}: points: expected at most {MAX_SVG_POINTS:,} points after flattening "
+                            f"curves (MAX_SVG_POINTS), got more by {where}") from None
+        except (ValueError, ArithmeticError) as exc:
             attr = {"path": "d", "line": "x1/y1/x2/y2"}.get(tag, "points")
+            if isinstance(exc, ArithmeticError):  # float overflow in curve geometry
+                exc = ValueError("expected finite coordinates, got numbers that overflow")
             raise DataError(f"{source}: {where} {attr}: {exc}") from None
         for pts in local:
-            strokes.append(pts @ m[:2, :2].T + m[:2, 2])
-        _walk(child, m, strokes, counter, step, source)
+            counter["#points"] += len(pts)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = pts @ m[:2, :2].T + m[:2, 2]
+            if not np.isfinite(out).all():  # finite input, overflowing transform (1e308 * 10)
+                raise DataError(f"{source}: {where}: expected finite coordinates after the transform, got inf/NaN")
+            strokes.append(out)
+        _walk(child, m, strokes, counter, step, source, depth + 1)
+
+
+def _element_points(tag: str, el, step: float, budget: int) -> list[np.ndarray]:
+    """Polylines of one drawing element in its own user space (none for other tags)."""
+    if tag == "path":
+        return parse_path_d(el.get("d", ""), step, max_points=budget)
+    if tag in ("polyline", "polygon"):
+        pts = _number_list(el.get("points", ""))
+        if len(pts) % 2:
+            raise ValueError(f"expected an even number of coordinates, got {len(pts)}")
+        if len(pts) // 2 > budget:
+            raise PointLimitError(f"more than {budget} points")
+        arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+        if tag == "polygon" and len(arr):
+            arr = np.vstack([arr, arr[:1]])
+        return [arr] if len(arr) else []
+    if tag == "line":
+        xy = [_finite(el.get(k, "0")) for k in ("x1", "y1", "x2", "y2")]
+        return [np.asarray(xy, dtype=np.float64).reshape(2, 2)]
+    return []
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return v
 
 
 def _number_list(text: str) -> list[float]:
     rest = _NUMBER.sub(" ", text)
     if rest.replace(",", " ").strip():
         raise ValueError(f"expected numbers, got {text.strip()[:40]!r}")
-    return [float(n) for n in _NUMBER.findall(text)]
+    out = [float(n) for n in _NUMBER.findall(text)]
+    if not all(map(math.isfinite, out)):
+        raise ValueError("expected finite numbers, got one that overflows to inf")
+    return out
 
 
 # ---- transforms ---------------------------------------------------------------------------------
@@ -157,6 +236,8 @@ def parse_transform(text: str, where: str = "<svg>") -> np.ndarray:
                 f"{where} transform: expected matrix/translate/scale/rotate/skew(...), got {text!r}"
             )
         name, args = match.group(1), [float(v) for v in _NUMBER.findall(match.group(2))]
+        if not all(map(math.isfinite, args)):
+            raise DataError(f"{where} transform: expected finite numbers, got {text[:60]!r}")
         m = m @ _transform_matrix(name, args, where, text)
         pos = match.end()
     return m
@@ -214,8 +295,14 @@ def bezier_points(ctrl: np.ndarray, n: int) -> np.ndarray:
 
 
 def _segments(ctrl: np.ndarray, step: float) -> int:
-    polygon = float(np.linalg.norm(np.diff(ctrl, axis=0), axis=1).sum())
-    n = math.ceil(polygon / max(step, 1e-9))
+    return _n_segments(float(np.linalg.norm(np.diff(ctrl, axis=0), axis=1).sum()), step)
+
+
+def _n_segments(length: float, step: float) -> int:
+    """Segments for a curve of ``length``: about one per ``step``, within 8..128."""
+    if not math.isfinite(length):
+        raise ValueError("expected a curve of finite size, got coordinates that overflow")
+    n = math.ceil(length / max(step, 1e-9))
     return int(min(_MAX_CURVE_SEGMENTS, max(_MIN_CURVE_SEGMENTS, n)))
 
 
@@ -251,8 +338,7 @@ def _arc_points(p0, rx, ry, phi_deg, large, sweep, p1, step) -> np.ndarray:
         delta -= 2 * math.pi
     elif sweep and delta < 0:
         delta += 2 * math.pi
-    length = abs(delta) * max(rx, ry)
-    n = int(min(_MAX_CURVE_SEGMENTS, max(_MIN_CURVE_SEGMENTS, math.ceil(length / max(step, 1e-9)))))
+    n = _n_segments(abs(delta) * max(rx, ry), step)
     th = theta1 + delta * np.linspace(0.0, 1.0, n + 1)[1:]
     xs = cx + rx * c * np.cos(th) - ry * s * np.sin(th)
     ys = cy + rx * s * np.cos(th) + ry * c * np.sin(th)
@@ -261,14 +347,17 @@ def _arc_points(p0, rx, ry, phi_deg, large, sweep, p1, step) -> np.ndarray:
     return pts
 
 
-def parse_path_d(d: str, step: float = 1.0) -> list[np.ndarray]:
+def parse_path_d(d: str, step: float = 1.0, max_points: int | None = None) -> list[np.ndarray]:
     """Polylines (one per drawn subpath) of an SVG path's ``d`` attribute, in its local units.
 
     Curves are sampled uniformly in t with about one point per ``step`` units of control-polygon
     length (8 to 128 segments). A subpath that is only a moveto draws nothing and is left out.
-    Raises ``ValueError`` describing the first malformed token.
+    Raises ``ValueError`` describing the first malformed or non-finite token, and
+    :class:`PointLimitError` as soon as more than ``max_points`` points have been made.
     """
-    out: list[list[np.ndarray]] = []
+    limit = math.inf if max_points is None else max_points
+    made = 0
+    out: list[list[np.ndarray]] = []  # per subpath, chunks of (m, 2) points
     current: list[np.ndarray] | None = None
     pos, n = 0, len(d)
     cmd: str | None = None
@@ -292,10 +381,21 @@ def parse_path_d(d: str, step: float = 1.0) -> list[np.ndarray]:
             raise ValueError(
                 f"expected a number after {cmd!r} at offset {p}, got {d[p : p + 10]!r}"
             )
-        return float(m.group()), m.end()
+        v = float(m.group())
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite number at offset {p}, got {m.group()[:20]!r}")
+        return v, m.end()
+
+    def add(chunk: list[np.ndarray], pts: np.ndarray) -> None:
+        nonlocal made
+        made += len(pts)
+        if made > limit:
+            raise PointLimitError(f"more than {max_points} points")
+        chunk.append(pts)
 
     def begin(at: np.ndarray) -> list[np.ndarray]:
-        stroke = [at.copy()]
+        stroke: list[np.ndarray] = []
+        add(stroke, at.copy()[None])
         out.append(stroke)
         return stroke
 
@@ -330,7 +430,7 @@ def parse_path_d(d: str, step: float = 1.0) -> list[np.ndarray]:
             continue
         if upper == "Z":
             if current is not None:
-                current.append(start.copy())
+                add(current, start.copy()[None])
             point = start.copy()
             closed = True
             last_kind = ""
@@ -372,8 +472,8 @@ def parse_path_d(d: str, step: float = 1.0) -> list[np.ndarray]:
             )
             if not len(new):
                 new = end[None]
-        current.extend(new)
+        add(current, np.asarray(new, dtype=np.float64).reshape(-1, 2))
         point = np.asarray(new[-1], dtype=np.float64).copy()
         last_kind = kind
         pos = skip(pos)
-    return [np.asarray(s, dtype=np.float64) for s in out if len(s) > 1]
+    return [np.concatenate(s) for s in out if sum(len(c) for c in s) > 1]
