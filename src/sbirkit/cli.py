@@ -305,16 +305,33 @@ def train(
     ctx: typer.Context,
     preset: str = typer.Argument(..., help="A preset name (see 'sbirkit list'; shipped in src/sbirkit/configs/) or a YAML path."),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder (default runs/<preset>); resumes if it has last.pt."),
+    dry_run: bool = typer.Option(False, "--dry-run/--no-dry-run",
+                                 help="Check the config and build the data, model and optimisers, print the resolved "
+                                 "config and exit without training or writing anything."),
 ) -> None:
-    """Train a model from a preset; key=value arguments override any config key (train.steps=200)."""
-    from .engine import ConfigError, apply_overrides, load_preset
-    from .engine import train as train_run
+    """Train a model from a preset; key=value arguments override any config key (train.steps=200).
 
-    try:
-        config = apply_overrides(load_preset(preset), list(ctx.args))
-    except (ConfigError, KeyError, FileNotFoundError) as exc:
-        _fail(str(exc).strip("'\""))
-    out = train_run(config, run_dir)
+    Everything that can be checked (every key and value, names of the dataset, backbone, method and
+    optimiser, the validation metric eval.select) is checked before the first step.
+    """
+    import yaml
+
+    from .engine import Trainer, apply_overrides, load_preset
+
+    config = apply_overrides(load_preset(preset), list(ctx.args))
+    trainer = Trainer(config, run_dir)
+    if dry_run:
+        found = trainer.check()
+        typer.echo(yaml.safe_dump(found.pop("config"), sort_keys=False).rstrip())
+        typer.echo("# dry run: nothing trained or written")
+        for key, value in found.items():
+            typer.echo(f"# {key}: {value}")
+        return
+    out = trainer.fit()
+    s = trainer.summary
+    best = (f"best {s['select']} {s['best_value']:.4f} at step {s['best_step']}" if s.get("best_value") is not None
+            else "no validation result (best.pt = the final step)")
+    typer.echo(f"trained {s['steps']} steps in {s['seconds']:.0f} s; {best}")
     typer.echo(f"run: {out}")
 
 

@@ -31,3 +31,14 @@ class CheckpointError(SbirkitError, RuntimeError):
 
 class UsageError(SbirkitError, ValueError):
     """A bad command-line flag or function argument (the message names it and what was expected)."""
+
+
+class UnknownNameError(SbirkitError, KeyError):
+    """A name that no registry holds (a dataset format, backbone, method, distance ...).
+
+    A ``KeyError`` for compatibility, but ``str()`` is the plain message (a bare ``KeyError``
+    shows its argument's repr, quotes included).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

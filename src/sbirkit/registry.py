@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, TypeVar
 
+from .errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -35,7 +37,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> T:
         return self.get(name)(*args, **kwargs)

@@ -125,7 +125,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("override, message", [
     ("train.stepz=3", "unknown key 'train.stepz'"),
     ("trian.steps=3", "unknown key 'trian'"),
-    ("train.steps=many", "expected a int"),
+    ("train.steps=many", "expected an int"),  # issue 8: not "a int"
     ("train.progress=3", "expected a bool"),
     ("train=3", "is a section"),
     ("train.steps", "expected key=value"),

@@ -145,6 +145,8 @@ def test_feature_pairs_expose_the_training_features(tmp_path):
     ds = create_dataset("synthetic", num_classes=3, photos_per_class=4, image_size=16, seed=0)
     encoder = create_encoder("tiny_cnn", embed_dim=8, shared=False)
     store = feature_cache.FeatureStore(tmp_path, {"name": "synthetic", "options": {"num_classes": 3}})
-    pairs = feature_cache.training_pairs(encoder, PairBatchSampler(ds, "train", 4, "class", seed=0), store)
+    from sbirkit.engine.sources import PairSource
+
+    pairs = PairSource(PairBatchSampler(ds, "train", 4, "class", seed=0)).with_features(store, encoder).items
     assert pairs.features_of("sketch").shape == (len(pairs.sketches), 64)
     assert pairs.features_of("photo").shape == (len(pairs.photos), 64)

@@ -10,7 +10,7 @@ from runs_helper import tiny_config
 
 from sbirkit.data.samplers import PairBatchSampler
 from sbirkit.engine.config import apply_overrides, load_preset
-from sbirkit.engine.image_cache import cached_images
+from sbirkit.data.image_cache import cached_images
 from sbirkit.engine.inference import build_dataset
 
 

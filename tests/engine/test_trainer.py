@@ -146,7 +146,12 @@ def test_fingerprint_tracks_weights_and_config(finished, tmp_path):
     torch.save(ckpt, copy / "best.pt")
     changed_weights = model_fingerprint(copy)
     assert changed_weights != original
-    (copy / "config.yaml").write_text((copy / "config.yaml").read_text().replace("seed: 0", "seed: 1"))
+    # issue 8: the fingerprint follows what decides the embeddings (weights, architecture, image
+    # preprocessing), not incidental options: a rerun with train.progress changed keeps it
+    config_text = (copy / "config.yaml").read_text()
+    (copy / "config.yaml").write_text(config_text.replace("progress: false", "progress: true"))
+    assert model_fingerprint(copy) == changed_weights
+    (copy / "config.yaml").write_text(config_text.replace("image_size: 16", "image_size: 24"))
     assert model_fingerprint(copy) not in (original, changed_weights)
 
 

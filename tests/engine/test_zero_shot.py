@@ -12,9 +12,10 @@ from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
 from sbirkit.cli import app
-from sbirkit.data import DataError
-from sbirkit.engine import ConfigError, Trainer, evaluate_run, inference, itq, zero_shot
+from sbirkit.data import DataError, splits
+from sbirkit.engine import ConfigError, Trainer, evaluate_run, inference, zero_shot
 from sbirkit.engine.config import apply_overrides, load_preset
+from sbirkit.eval import itq
 
 SPLIT = "random:2:0"  # over the first 6 synthetic classes: fish and star unseen
 
@@ -39,14 +40,14 @@ def test_unseen_samples_are_test_items_and_training_views_hold_seen_classes_only
     data = zs_config()["data"]
     plain = inference.build_dataset({**data, "zero_shot": None})
     ds = inference.build_dataset(data)
-    cs = zero_shot.class_split(ds, SPLIT)
+    cs = splits.class_split(ds, SPLIT)
     assert cs.unseen == ("fish", "star") and len(cs.seen) == 4
     unseen = set(cs.unseen_indices(ds))
     by_key = {s.key: s for s in plain.samples}
     for s in ds.samples:
         assert s.split == ("test" if s.class_index in unseen else by_key[s.key].split)
     assert {s.split for s in plain.samples if s.class_index in unseen} == {"train", "val", "test"}
-    view = zero_shot.seen_view(ds, cs)
+    view = splits.seen_view(ds, cs)
     assert {s.class_index for s in view.samples} == set(cs.seen_indices(ds)) and len(view.samples) == 80
     # unsplit datasets: seen samples become training items
     unsplit = inference.build_dataset({**data, "options": {**data["options"], "splits": None}})
@@ -67,10 +68,10 @@ def test_bad_split_specs_name_the_key():
 def test_validation_classes_are_held_out_seen_classes():
     data = zs_config()["data"]
     ds = inference.build_dataset(data)
-    cs = zero_shot.class_split(ds, SPLIT)
-    held = zero_shot.validation_classes(cs, 1, seed=0)
-    assert len(held) == 1 and held[0] in cs.seen and held == zero_shot.validation_classes(cs, 1, seed=0)
-    view = zero_shot.hold_out_validation_classes(zero_shot.seen_view(ds, cs), held, "train", "val")
+    cs = splits.class_split(ds, SPLIT)
+    held = splits.validation_classes(cs, 1, seed=0)
+    assert len(held) == 1 and held[0] in cs.seen and held == splits.validation_classes(cs, 1, seed=0)
+    view = splits.hold_out_validation_classes(splits.seen_view(ds, cs), held, "train", "val")
     h = ds.class_index(held[0])
     assert {s.class_index for s in view.select(split="val")} == {h}
     assert h not in {s.class_index for s in view.select(split="train")}
@@ -78,7 +79,7 @@ def test_validation_classes_are_held_out_seen_classes():
                                                   if s.class_index in set(cs.seen_indices(ds)) - {h}
                                                   and s.split in ("train", "val"))
     with pytest.raises(ValueError, match="zero_shot_val_classes"):
-        zero_shot.validation_classes(cs, 3)
+        splits.validation_classes(cs, 3)
 
 
 def _reference_map(q_emb, q_lab, g_emb, g_lab, same: bool) -> float:
@@ -158,9 +159,9 @@ def test_no_unseen_sample_reaches_training_selection_or_itq(tmp_path, monkeypatc
         build(self)
         step = self.method.training_step
 
-        def training_step(batch):
+        def training_step(batch, ctx=None):
             labels.extend(batch["label"].tolist())
-            return step(batch)
+            return step(batch, ctx)
 
         self.method.training_step = training_step
 
@@ -267,7 +268,7 @@ def test_real_dataset_presets_name_their_published_split(preset, manifest, size)
     unseen = read_manifest(manifest)
     assert len(unseen) == size
     classes = ["seen class a", "seen class b", *unseen]
-    split = zero_shot.class_split(classes, manifest)
+    split = splits.class_split(classes, manifest)
     assert split.unseen == tuple(unseen) and split.seen == ("seen class a", "seen class b")
     extra = ("map@200:yelamarthi", "p@200") if manifest == "sketchy_21" else ()
     assert zero_shot.metrics_for(manifest) == ("map", "p@100", *extra)
@@ -290,7 +291,7 @@ def test_quickdraw_30_preset_on_a_folder_in_its_layout(tmp_path):
             img.save(folder / f"0.{ext}")
     data = {**load_preset("zscmr-quickdraw_30")["data"], "root": str(tmp_path)}
     ds = inference.build_dataset(data)
-    split = zero_shot.class_split(ds, "quickdraw_30")
+    split = splits.class_split(ds, "quickdraw_30")
     assert set(split.seen) == set(seen)
     for s in ds.samples:
         assert s.split == ("train" if s.class_name in seen else "test")

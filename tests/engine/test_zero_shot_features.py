@@ -69,13 +69,16 @@ def test_heads_on_cached_features_embed_like_the_encoder_on_images(tmp_path, set
         assert np.array_equal(labels, direct_labels)
 
 
-def test_features_as_inputs_is_undone():
-    encoder = create_encoder("tiny_cnn", embed_dim=8, shared=False)
-    x = torch.randn(2, 64)
-    with feature_cache.features_as_inputs(encoder):
-        assert torch.equal(encoder.branch("sketch").features(x), x)
+def test_encode_features_is_the_head_of_the_backbone_features():
+    # the replacement of the features_as_inputs switch: cached features go through the head only
+    torch.manual_seed(0)
+    encoder = create_encoder("tiny_cnn", embed_dim=8, shared=False).eval()
+    x = torch.rand(2, 3, 16, 16)
+    for modality in ("sketch", "photo"):
+        features = encoder.branch(modality).features(x)
+        assert torch.equal(encoder.encode_features(features, modality), encoder.encode(x, modality))
     with pytest.raises(RuntimeError):
-        encoder.branch("sketch").features(x)  # a (2, 64) matrix is no image: the backbone is back
+        encoder.encode(torch.randn(2, 64), "sketch")  # a (2, 64) matrix is no image for the backbone
 
 
 @pytest.mark.parametrize("preset", ["triplet-synthetic-zs", "zscmr-synthetic"])
@@ -137,11 +140,11 @@ def test_an_interrupted_cached_zscmr_run_resumes_to_the_same_weights(tmp_path, m
         build(self)
         step = self.method.training_step
 
-        def training_step(batch):
+        def training_step(batch, ctx=None):
             calls["n"] += 1
             if calls["n"] == 6:
                 raise KeyboardInterrupt  # killed after the step-4 checkpoint
-            return step(batch)
+            return step(batch, ctx)
 
         self.method.training_step = training_step
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from sbirkit.engine.itq import fit_itq, hamming_distances
+from sbirkit.eval.itq import fit_itq, hamming_distances
 from sbirkit.eval import evaluate_retrieval
 
 

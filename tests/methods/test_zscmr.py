@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from sbirkit.data import DataError, create_dataset
-from sbirkit.engine.feature_cache import features_as_inputs
+from sbirkit.engine import SetupContext
+from sbirkit.losses import bidirectional_triplet_loss
 from sbirkit.methods import create_method
 from sbirkit.methods.zscmr import (
     ZSCMR,
     CosineClassifier,
-    bidirectional_triplet_loss,
     classification_loss,
     min_pairwise_distance,
     reconstruction_loss,
@@ -117,19 +117,18 @@ def _feature_batch(method: ZSCMR, labels: list[int], seed: int = 0) -> dict[str,
     g = torch.Generator().manual_seed(seed)
     lab = torch.tensor(labels)
     return {"sketch": centres[lab] + torch.randn(len(lab), 64, generator=g),
-            "photo": centres[lab] + 0.5 + torch.randn(len(lab), 64, generator=g), "label": lab}
+            "photo": centres[lab] + 0.5 + torch.randn(len(lab), 64, generator=g), "label": lab, "inputs": "features"}
 
 
 def test_training_step_is_the_weighted_sum_and_terms_switch_off():
     ds = tiny_dataset()
     method = tiny_method(w_cmd=2.0, w_triplet=0.5, w_rcs=3.0, w_class=1.5)
-    method.setup(ds, "train")
+    method.setup(SetupContext.for_dataset(ds))
     assert method.seen_classes.tolist() == [0, 1, 2, 3] and method.mode == "instance"  # synthetic pairs
     batch = _feature_batch(method, [0, 1, 2, 3, 0, 1])
-    with features_as_inputs(method.encoder):
-        out = method.training_step(batch)
-        e_s = method.encoder.encode_sketch(batch["sketch"])
-        e_p = method.encoder.encode_photo(batch["photo"])
+    out = method.training_step(batch)
+    e_s = method.encoder.encode_features(batch["sketch"], "sketch")
+    e_p = method.encoder.encode_features(batch["photo"], "photo")
     expected_cmd = semantic_alignment_loss(e_p, e_s, method.projected_semantics()[batch["label"]])
     assert out["cmd"].item() == pytest.approx(expected_cmd.item(), rel=1e-6)
     expected_rcs = reconstruction_loss(method.decode_sketch(e_p), batch["sketch"], method.decode_photo(e_s), batch["photo"])
@@ -138,10 +137,9 @@ def test_training_step_is_the_weighted_sum_and_terms_switch_off():
     assert out["loss"].item() == pytest.approx(total.item(), rel=1e-6)
 
     only = tiny_method(terms=["cmd", "class"])
-    only.setup(ds, "train")
-    with features_as_inputs(only.encoder):
-        out = only.training_step(batch)
-        out["loss"].backward()
+    only.setup(SetupContext.for_dataset(ds))
+    out = only.training_step(batch)
+    out["loss"].backward()
     assert set(out) == {"cmd", "class", "loss", "p_min_distance"}
     assert out["loss"].item() == pytest.approx((out["cmd"] + out["class"]).item(), rel=1e-6)
     assert all(p.grad is None for p in only.decode_sketch.parameters())  # rcs off: decoders untouched
@@ -153,9 +151,9 @@ def test_unseen_labels_are_refused():
     ds = tiny_dataset(6)
     seen_only = ds.subset(s for s in ds.samples if s.class_index < 4)
     method = tiny_method()
-    method.setup(seen_only, "train")
+    method.setup(SetupContext.for_dataset(seen_only))
     assert method.seen_classes.tolist() == [0, 1, 2, 3]
-    with features_as_inputs(method.encoder), pytest.raises(DataError, match="seen classes only.*index 5"):
+    with pytest.raises(DataError, match="seen classes only.*index 5"):
         method.training_step(_feature_batch(method, [0, 1, 5]))
 
 
@@ -169,7 +167,7 @@ def test_needs_separate_branches_and_known_options():
 
 def test_checkpoint_round_trip_needs_no_dataset():
     method = tiny_method(projection="fixed")
-    method.setup(tiny_dataset(), "train")
+    method.setup(SetupContext.for_dataset(tiny_dataset()))
     fresh = tiny_method(projection="fixed")  # as load_run builds it: no setup, no dataset
     assert fresh.semantic is None
     fresh.load_state_dict(method.state_dict())
@@ -181,20 +179,19 @@ def test_checkpoint_round_trip_needs_no_dataset():
 def _train_steps(method: ZSCMR, steps: int, seed: int = 0) -> None:
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-2)
     gen = torch.Generator().manual_seed(seed)
-    with features_as_inputs(method.encoder):
-        for step in range(steps):
-            labels = torch.randint(0, 4, (16,), generator=gen).tolist()
-            out = method.training_step(_feature_batch(method, labels, seed=step))
-            opt.zero_grad()
-            out["loss"].backward()
-            opt.step()
+    for step in range(steps):
+        labels = torch.randint(0, 4, (16,), generator=gen).tolist()
+        out = method.training_step(_feature_batch(method, labels, seed=step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
 
 
 def _anchor_and_class_spread(method: ZSCMR) -> tuple[float, float]:
     """(min distance between P's class anchors, min distance between the classes' mean photo embeddings)."""
     batch = _feature_batch(method, [0, 1, 2, 3] * 8, seed=999)
-    with torch.no_grad(), features_as_inputs(method.encoder):
-        emb = method.encoder.encode_photo(batch["photo"])
+    with torch.no_grad():
+        emb = method.encoder.encode_features(batch["photo"], "photo")
     means = torch.stack([emb[batch["label"] == c].mean(0) for c in range(4)])
     return min_pairwise_distance(method.projected_semantics().detach()).item(), min_pairwise_distance(means).item()
 
@@ -205,7 +202,7 @@ def test_fixed_projection_keeps_classes_apart(terms):
     embeddings of different classes stay apart, with every term and with L_cmd alone."""
     torch.manual_seed(0)
     method = tiny_method(terms=list(terms))
-    method.setup(tiny_dataset(), "train")
+    method.setup(SetupContext.for_dataset(tiny_dataset()))
     before = method.projected_semantics().detach().clone()
     _train_steps(method, 450)
     after = method.projected_semantics().detach()
@@ -221,13 +218,13 @@ def test_learned_projection_is_kept_apart_only_by_the_other_terms():
     keep them apart. This is why P is fixed by default."""
     torch.manual_seed(0)
     full = tiny_method(projection="learned")
-    full.setup(tiny_dataset(), "train")
+    full.setup(SetupContext.for_dataset(tiny_dataset()))
     _train_steps(full, 450)
     anchors, classes = _anchor_and_class_spread(full)
     assert anchors > 0.5 and classes > 0.5
     torch.manual_seed(0)
     alone = tiny_method(projection="learned", terms=["cmd"])
-    alone.setup(tiny_dataset(), "train")
+    alone.setup(SetupContext.for_dataset(tiny_dataset()))
     _train_steps(alone, 900)
     anchors, classes = _anchor_and_class_spread(alone)
     assert anchors < 0.05 and classes < 0.05

@@ -18,9 +18,20 @@ def register_dataset(name: str, help: str | None = None):
 
 def create_dataset(name: str, root: str | None = None, **options) -> SBIRDataset:
     """Build the dataset ``name`` (see :func:`list_datasets`) from ``root`` with loader options."""
+    import re
+
+    from ..errors import ConfigError
+
     _load_builtin_loaders()
     factory = DATASETS.get(name)
-    return factory(root, **options) if root is not None else factory(**options)
+    try:
+        return factory(root, **options) if root is not None else factory(**options)
+    except TypeError as exc:  # a loader option it does not take: name it, as for a config key
+        bad = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if bad is None:
+            raise
+        raise ConfigError(f"data.options.{bad.group(1)}: not an option of dataset format {name!r} "
+                          f"(see the loader's docstring: sbirkit data info --help)") from None
 
 
 def list_datasets() -> list[str]:

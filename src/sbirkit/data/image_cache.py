@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from ..data import SBIRDataset
-from ..data.records import Sample
+from .dataset import SBIRDataset
+from .records import Sample
 
 
 class ImageCache:

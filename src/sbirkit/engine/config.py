@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .options import DataOptions, EvalOptions, TrainOptions, check_config, defaults
 
 
 class YamlLoader(yaml.SafeLoader):
@@ -44,20 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "name": None,  # the preset's name; the default run_dir is runs/<name>
     "run_dir": None,
     "seed": 0,
-    "data": {
-        "name": "synthetic",  # a registered dataset format (sbirkit.data.list_datasets())
-        "root": None,
-        "options": {},  # keyword options of the loader
-        "train_split": "train",
-        "val_split": "val",  # model selection uses this split only; null = no selection
-        "val_fraction": 0.0,  # > 0: hold out this fraction of train instances as val_split
-        "test_split": "test",
-        "cache_images": False,  # keep decoded images in memory (small or procedural datasets)
-        # zero-shot class split (engine/zero_shot.py): a manifest name (sketchy_25) or random:N:SEED;
-        # training and model selection see seen classes only, evaluation the unseen ones
-        "zero_shot": None,
-        "zero_shot_val_classes": 0,  # > 0: model selection on this many held-out seen classes (val split)
-    },
+    # the typed sections (engine/options.py: each key's type, check and meaning)
+    "data": defaults(DataOptions),
     "model": {  # keyword arguments of sbirkit.models.create_encoder (any of them may be set)
         "backbone": "tiny_cnn",
         "embed_dim": 128,
@@ -68,44 +57,11 @@ DEFAULTS: dict[str, Any] = {
         "input_norm": "auto",
     },
     "method": {"name": "triplet"},
-    "train": {
-        "steps": 1000,
-        "batch_size": 32,
-        "optimizer": "adamw",  # adamw | sgd
-        "lr": 1.0e-3,
-        "backbone_lr": None,  # null = lr; else the backbones' own learning rate (fine-tuning end to end)
-        "backbone_bn": "train",  # train | frozen: keep the backbones' BatchNorm statistics fixed
-        "weight_decay": 1.0e-4,
-        "momentum": 0.9,  # sgd only
-        "schedule": "cosine",  # cosine | constant
-        "warmup_steps": 0,
-        "min_lr_ratio": 0.0,
-        "grad_clip": 0.0,  # max gradient norm; 0 = off
-        "amp": "auto",  # auto | bf16 | fp16 | none; autocast is used on CUDA only
-        "device": "auto",  # auto | cpu | cuda | cuda:N
-        "num_workers": 0,
-        "deterministic": False,  # torch.use_deterministic_algorithms
-        "log_every": 10,
-        "eval_every": 0,  # 0 = only at the end
-        "checkpoint_every": 100,
-        "progress": True,
-        "tensorboard": False,
-        # train the heads on frozen backbone features cached on disk (engine/feature_cache.py)
-        "cached_features": False,
-        "feature_cache": None,  # folder of the feature cache; null = <run_dir>/features
-        # default | pca: start linear heads at a PCA of the training features (engine/head_init.py)
-        "head_init": "default",
-    },
-    "eval": {
-        "directions": ["sketch2photo"],
-        "distance": "cosine",
-        "select": "sketch2photo/map",  # metric kept by best.pt (maximised)
-        "batch_size": 128,
-        "binary_bits": 0,  # > 0: also report ITQ binary codes of this many bits, Hamming ranking
-    },
+    "train": defaults(TrainOptions),
+    "eval": defaults(EvalOptions),
 }
 
-OPEN_SECTIONS = ("data.options", "method")
+OPEN_SECTIONS = ("data.options", "method", "eval.data")
 
 
 def _encoder_options() -> set[str]:
@@ -224,8 +180,9 @@ def resolve(config: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
     """Defaults overlaid by ``config``, after checking that every key is known."""
     _check_keys(config, DEFAULTS, where)
     out = merge(DEFAULTS, config)
-    if not isinstance(out["method"].get("name"), str):
+    if not isinstance(out["method"].get("name"), str) or not out["method"]["name"].strip():
         raise ConfigError(f"{where}: method.name: expected a registered method name, got {out['method'].get('name')!r}")
+    check_config(out, where)
     return out
 
 
@@ -263,7 +220,9 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
             return [v.strip() for v in value.split(",") if v.strip()]
     elif isinstance(current, type(value)):
         return value
-    raise ConfigError(f"override {key}: expected a {type(current).__name__} like {current!r}, got {value!r}")
+    kind = type(current).__name__
+    raise ConfigError(f"override {key}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} like {current!r}, "
+                      f"got {value!r}")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -308,6 +267,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str] | Mappin
             open_section = open_section or prefix in OPEN_SECTIONS
             if not isinstance(node, dict) or (part not in node and not open_section):
                 raise ConfigError(f"override {key}: unknown key {prefix!r}")
+            if node.get(part) is None and prefix in OPEN_SECTIONS:  # an open section left null (eval.data)
+                node[part] = {}
             node = node.setdefault(part, {})
         last = parts[-1]
         open_section = open_section or ".".join(parts[:-1]) in OPEN_SECTIONS

@@ -1,8 +1,10 @@
-"""Evaluate a trained run on a split and write ``eval.json`` with the protocol beside the numbers.
+"""Evaluate a trained run on a split and write its record with the protocol beside the numbers.
 
 The protocol records what the numbers mean: split, query and gallery sets and sizes, the
 directions, the distance, each metric's convention and the tie policy, and which checkpoint
-(and its fingerprint) produced the embeddings.
+(and its fingerprint) produced the embeddings. Each (split, checkpoint, setting) has a file of
+its own, ``eval-<split>-<which>[-gzsl].json``, so evaluating ``--which last`` never overwrites
+the ``best`` record; ``eval.json`` is a copy of the most recent one.
 """
 
 from __future__ import annotations
@@ -14,87 +16,68 @@ from typing import Any
 
 import torch
 
-from . import feature_cache, inference, zero_shot
+from ..errors import ConfigError
+from . import feature_cache, inference
 from .config import merge
+from .evaluator import Evaluator
+from .options import EvalOptions
+from .protocols import create_protocol
 from .runlog import now_iso
+
+
+def eval_record_name(split: str, which: str, gzsl: bool = False) -> str:
+    """``eval-<split>-<which>[-gzsl].json`` (the split name made file-safe)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(split))
+    return f"eval-{safe}-{which}{'-gzsl' if gzsl else ''}.json"
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[str] | None = None,
                  data_overrides: Mapping[str, Any] | None = None, which: str = "best",
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  progress: bool = False, save: bool = True, gzsl: bool = False,
-                 return_embeddings: bool = False) -> dict[str, Any]:
-    """Embed ``split`` with the run's ``which`` checkpoint, evaluate, and save ``eval.json``.
+                 return_embeddings: bool = False, per_query: bool = False) -> dict[str, Any]:
+    """Embed ``split`` with the run's ``which`` checkpoint, evaluate under the run's protocol, and
+    save the record (see the module docstring).
 
     ``directions`` default to the run's ``eval.directions``; ``data_overrides`` are merged into
-    the run's ``data`` section (e.g. ``{"root": "/path/to/qmul"}``). A run with ``data.zero_shot``
-    is evaluated on its unseen classes (``gzsl``: against a gallery that also holds the seen-class
-    items of ``split``; see :mod:`sbirkit.engine.zero_shot`). Returns the saved dict;
-    ``return_embeddings`` (runs without ``data.zero_shot``) adds ``"embeddings": {"sketch": ...,
-    "photo": ...}``, the split's embeddings in ``dataset.sketches(split)`` / ``photos(split)`` order,
-    so a caller that needs them does not embed the split a second time (they are not saved).
+    the run's ``data`` section (e.g. ``{"root": "/path/to/qmul"}``; a data-free run names its
+    evaluation data this way). A run with ``data.zero_shot`` is evaluated on its unseen classes
+    (``gzsl``: against a gallery that also holds the seen-class items of ``split``; see
+    :mod:`sbirkit.engine.zero_shot`). Returns the saved dict; ``return_embeddings`` adds
+    ``"embeddings": {"sketch": ..., "photo": ...}``, the embeddings that were scored (runs without
+    ``data.zero_shot``: in ``dataset.sketches(split)`` / ``photos(split)`` order), and
+    ``per_query`` adds ``"per_query"`` (per direction, per metric, one value per query); neither is
+    saved.
     """
-    from ..eval import evaluate_directions
-
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     method, config = inference.load_run(run_dir, which, device=device)
     data = merge(config["data"], data_overrides or {})
     if return_embeddings and data.get("zero_shot"):
-        raise ValueError(f"{run_dir}: return_embeddings: supported for runs without data.zero_shot only")
+        raise ConfigError(f"{run_dir}: return_embeddings: supported for runs without data.zero_shot only")
     dataset = inference.build_dataset(data)
-    ev = config["eval"]
-    directions = list(directions) if directions is not None else list(ev["directions"])
-    bs = batch_size or ev["batch_size"]
+    ev = EvalOptions(**{**config["eval"], **({"batch_size": int(batch_size)} if batch_size else {})})
+    directions = list(directions) if directions is not None else list(ev.directions)
+    store = None
     if config["train"].get("cached_features"):  # frozen backbones: reuse (or extend) the run's feature cache
-        embed = feature_cache.store_for({**config, "data": data, "eval": {**ev, "batch_size": bs}}, run_dir, device,
-                                        progress).embedder(method.encoder, dataset)
-    else:
-        def embed(samples):
-            return inference.embed_samples(method.encoder, dataset, samples, bs, device, progress)
+        store = feature_cache.store_for({**config, "data": data, "eval": {**config["eval"], "batch_size": ev.batch_size}},
+                                        run_dir, device, progress)
+    evaluator = Evaluator(method.encoder, dataset, batch_size=ev.batch_size, device=device, features=store,
+                          progress=progress)
+    protocol = create_protocol(data, int(config.get("seed") or 0))
+    outcome = protocol.evaluate(evaluator, split, directions, ev, gzsl=gzsl, per_query=per_query)
     ckpt = torch.load(run_dir / f"{which}.pt", map_location="cpu", weights_only=True)
     checkpoint = {"which": which, "step": ckpt.get("step"), "selection": ckpt.get("selection"),
                   "fingerprint": inference.model_fingerprint(run_dir, which)}
-    if data.get("zero_shot"):
-        results, protocol = zero_shot.evaluate_run_zero_shot(config, dataset, data, split, directions, gzsl, embed)
-        report = {"run_dir": str(run_dir), "evaluated": now_iso(), "checkpoint": checkpoint, "protocol": protocol,
-                  "results": {d: r.as_dict() for d, r in results.items()}}
-        if save:
-            (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-        return report
-    if gzsl:
-        raise ValueError(f"{run_dir}: gzsl: expected a run trained with data.zero_shot, this one has none")
-    if int(ev.get("binary_bits") or 0):
-        raise ValueError(f"{run_dir}: eval.binary_bits: ITQ rows are reported for zero-shot runs (data.zero_shot) only")
-    sketches, photos = dataset.sketches(split), dataset.photos(split)
-    if not sketches or not photos:
-        raise ValueError(f"{dataset.name}: split {split!r}: expected sketches and photos, got "
-                         f"{len(sketches)} sketches and {len(photos)} photos (splits: {', '.join(dataset.splits)})")
-    s_emb, s_lab, s_inst = embed(sketches)
-    p_emb, p_lab, p_inst = embed(photos)
-    fine = any(i is not None for i in s_inst) and any(i is not None for i in p_inst)
-    results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, directions=directions,
-                                  sketch_instances=s_inst if fine else None,
-                                  photo_instances=p_inst if fine else None, distance=ev["distance"])
-    report = {
-        "run_dir": str(run_dir),
-        "evaluated": now_iso(),
-        "checkpoint": checkpoint,
-        "protocol": {
-            "dataset": data["name"],
-            "root": data.get("root"),
-            "split": split,
-            "queries": {"sketch": len(sketches), "photo": len(photos)},
-            "gallery": f"every {split!r} sample of the target modality (photos: {len(photos)}, "
-                       f"sketches: {len(sketches)}); same-modality directions exclude the query itself",
-            "directions": directions,
-            "distance": ev["distance"],
-            "instance_level": fine,
-        },
-        "results": {d: r.as_dict() for d, r in results.items()},
-    }
+    report = {"run_dir": str(run_dir), "evaluated": now_iso(), "checkpoint": checkpoint,
+              "protocol": outcome.protocol, "results": {d: r.as_dict() for d, r in outcome.results.items()}}
     if save:
-        (run_dir / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        text = json.dumps(report, indent=2) + "\n"
+        (run_dir / eval_record_name(split, which, gzsl)).write_text(text)
+        (run_dir / "eval.json").write_text(text)
     if return_embeddings:
-        report["embeddings"] = {"sketch": s_emb, "photo": p_emb}
+        report["embeddings"] = outcome.embeddings
+    if per_query:
+        report["per_query"] = {d: {m: v.cpu().numpy() for m, v in r.per_query.items()}
+                               for d, r in outcome.results.items()}
     return report

@@ -3,9 +3,10 @@
 With ``train.cached_features: true`` the backbones are frozen (they keep their pretrained weights)
 and only what follows them (embedding heads, and a method's own modules) is trained: every image
 goes through its backbone once, then training steps read rows of a memory-mapped array, so a run
-takes seconds to minutes on a CPU. Any method can train this way: the engine hands it features
-where it would get images, and :func:`features_as_inputs` makes each encoder branch skip its
-backbone for the duration of a step.
+takes seconds to minutes on a CPU. Any method can train this way: the training source wraps its
+items so batches hold features where they would hold images (``batch["inputs"] == "features"``,
+:meth:`sbirkit.engine.sources.TrainSource.with_features`), and the method embeds them with
+``encoder.encode_features``.
 
 A cache entry is keyed by what determines the features: the dataset section (format, root,
 loader options), the image size, the modality, and the backbone's name, input normalisation and
@@ -17,11 +18,10 @@ the pixels (eval mode), so it may cover any sample: caching is not fitting. Noth
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +31,8 @@ from torch import nn
 
 from ..data import SampleDataset, SBIRDataset
 from ..data.records import DataError, Sample
-from ..data.samplers import PairBatchSampler, PairDataset
+from ..data.samplers import PairDataset
 from ..models.encoders import Encoder
-
-
-def encoder_branches(encoder: nn.Module) -> list[Encoder]:
-    """Every :class:`~sbirkit.models.encoders.Encoder` branch inside ``encoder`` (one if shared)."""
-    return [m for m in encoder.modules() if isinstance(m, Encoder)]
-
-
-def freeze_backbones(encoder: nn.Module) -> None:
-    """Freeze each branch's backbone (no gradients, eval mode); attention would need the feature map."""
-    for branch in encoder_branches(encoder):
-        if branch.attention is not None:
-            raise ValueError("train.cached_features: model.attention must be false (spatial attention is trained on "
-                             "the backbone's feature map, which the cache does not keep)")
-        for p in branch.backbone.parameters():
-            p.requires_grad_(False)
-        branch.backbone.eval()
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-@contextlib.contextmanager
-def features_as_inputs(encoder: nn.Module) -> Iterator[None]:
-    """Within the block, each branch's ``features(x)`` returns ``x``: inputs are cached features."""
-    branches = encoder_branches(encoder)
-    for branch in branches:
-        branch.features = _identity  # an instance attribute shadows Encoder.features
-    try:
-        yield
-    finally:
-        for branch in branches:
-            del branch.features
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -203,10 +170,9 @@ class FeatureStore:
             encoder.eval()
             out = []
             try:
-                with features_as_inputs(encoder):
-                    for start in range(0, len(samples), 4096):
-                        x = torch.from_numpy(np.array(feats[start:start + 4096], dtype=np.float32)).to(self.device)
-                        out.append(encoder.encode(x, samples[0].modality).float().cpu())
+                for start in range(0, len(samples), 4096):
+                    x = torch.from_numpy(np.array(feats[start:start + 4096], dtype=np.float32)).to(self.device)
+                    out.append(encoder.encode_features(x, samples[0].modality).float().cpu())
             finally:
                 encoder.train(was_training)
             return torch.cat(out).numpy(), labels, instances
@@ -215,10 +181,12 @@ class FeatureStore:
 
 
 class FeaturePairs(PairDataset):
-    """:class:`~sbirkit.data.samplers.PairDataset` whose ``"sketch"``/``"photo"`` are cached features."""
+    """:class:`~sbirkit.data.samplers.PairDataset` whose ``"sketch"``/``"photo"`` are cached features
+    (rows of ``sketch_features`` / ``photo_features``, in the order of ``sketches`` / ``photos``)."""
 
-    def __init__(self, sampler: PairBatchSampler, sketch_features: np.ndarray, photo_features: np.ndarray):
-        super().__init__(sampler.dataset, sampler.sketches, sampler.photos)
+    def __init__(self, dataset: SBIRDataset, sketches: Sequence[Sample], photos: Sequence[Sample],
+                 sketch_features: np.ndarray, photo_features: np.ndarray):
+        super().__init__(dataset, sketches, photos)
         self._rows = {"sketch": {s.key: i for i, s in enumerate(self.sketches)},
                       "photo": {p.key: i for i, p in enumerate(self.photos)}}
         self._features = {"sketch": sketch_features, "photo": photo_features}
@@ -230,13 +198,6 @@ class FeaturePairs(PairDataset):
     def _image(self, sample: Sample) -> torch.Tensor:
         side = sample.modality.value
         return torch.from_numpy(np.array(self._features[side][self._rows[side][sample.key]], dtype=np.float32))
-
-
-def training_pairs(encoder: nn.Module, sampler: PairBatchSampler, store: FeatureStore) -> FeaturePairs:
-    """Freeze the encoder's backbones and serve the sampler's pairs as cached features."""
-    freeze_backbones(encoder)
-    return FeaturePairs(sampler, store.features(encoder.branch("sketch"), sampler.dataset, sampler.sketches),
-                        store.features(encoder.branch("photo"), sampler.dataset, sampler.photos))
 
 
 def store_for(config: Mapping[str, Any], run_dir: str | os.PathLike, device: str | torch.device = "cpu",

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .feature_cache import encoder_branches, weights_digest
+from .feature_cache import weights_digest
 
 HEAD_INITS = ("default", "pca")
 
@@ -64,7 +64,7 @@ def pca_init_heads(encoder: nn.Module, sketch_features: np.ndarray, photo_featur
     """Set each branch's linear head to ``f -> V (f - mean)`` (see the module docstring); returns
     a record of what was fitted (for ``meta.json``)."""
     branches = {m: encoder.branch(m) for m in ("sketch", "photo")}
-    pooled = len(encoder_branches(encoder)) == 1 or \
+    pooled = len(encoder.branches()) == 1 or \
         weights_digest(branches["sketch"].backbone) == weights_digest(branches["photo"].backbone)
     k = int(encoder.embed_dim)
     sets = {"sketch+photo": np.concatenate([sketch_features, photo_features])} if pooled else \
@@ -86,6 +86,12 @@ def pca_init_heads(encoder: nn.Module, sketch_features: np.ndarray, photo_featur
             "fitted_on": {"sketches": int(len(sketch_features)), "photos": int(len(photo_features))}}
 
 
+def check_linear_heads(encoder: nn.Module) -> None:
+    """Refuse (ConfigError) an encoder whose heads are not linear: ``pca`` needs one linear layer."""
+    for modality in ("sketch", "photo"):
+        _linear_layer(encoder.branch(modality).head)
+
+
 def init_heads(kind: str, encoder: nn.Module, training_features: Callable[[str], np.ndarray]) -> dict[str, Any] | None:
     """Apply ``train.head_init`` (``default``: leave the heads as built). ``training_features(m)``
     returns the backbone features of the training samples of modality ``m`` (``"sketch"`` or
@@ -94,6 +100,5 @@ def init_heads(kind: str, encoder: nn.Module, training_features: Callable[[str],
         raise ConfigError(f"train.head_init: expected one of {HEAD_INITS}, got {kind!r}")
     if kind == "default":
         return None
-    for modality in ("sketch", "photo"):
-        _linear_layer(encoder.branch(modality).head)  # refuse an MLP head before extracting anything
+    check_linear_heads(encoder)  # refuse an MLP head before extracting anything
     return pca_init_heads(encoder, training_features("sketch"), training_features("photo"))

@@ -8,7 +8,7 @@ L2-normalised float32 embeddings in a fixed order.
 from __future__ import annotations
 
 import hashlib
-import zlib
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import torch
 
 from ..data import SampleDataset, SBIRDataset, create_dataset
 from ..data.records import Sample
+from ..errors import ConfigError, UsageError
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import merge, read_config
 
@@ -28,34 +29,25 @@ def build_dataset(data: Mapping[str, Any], overrides: Mapping[str, Any] | None =
     """The dataset a config's ``data`` section names (``overrides`` merged on top, e.g. a new root).
 
     With ``zero_shot`` set, unseen-class samples are all put in ``test_split`` and unsplit seen ones
-    in ``train_split`` (:func:`sbirkit.engine.zero_shot.assign_splits`).
+    in ``train_split`` (:func:`sbirkit.data.splits.assign_zero_shot_splits`).
     With ``val_fraction > 0`` (for datasets published without a validation split, e.g. QMUL-V1)
     that fraction of the training instances becomes split ``val_split``, chosen by a hash of the
-    instance id, so the same instances are held out in every run; other splits are untouched.
+    instance id, so the same instances are held out in every run (:func:`sbirkit.data.splits.hold_out_fraction`).
     """
-    section = merge(data, overrides or {})
-    dataset = create_dataset(section["name"], section.get("root"), **dict(section.get("options") or {}))
-    if section.get("zero_shot"):  # every unseen-class sample becomes a test item (engine/zero_shot.py)
-        from . import zero_shot
+    from ..data.splits import assign_zero_shot_splits, class_split, hold_out_fraction
 
-        split = zero_shot.class_split(dataset, section["zero_shot"])
-        dataset = zero_shot.assign_splits(dataset, split, section.get("train_split", "train"),
+    section = merge(data, overrides or {})
+    if not section.get("name"):
+        raise ConfigError("data.name: expected a registered dataset format, got null (this run has no dataset; "
+                          "name one with --data name=... or eval.data)")
+    dataset = create_dataset(section["name"], section.get("root"), **dict(section.get("options") or {}))
+    if section.get("zero_shot"):  # every unseen-class sample becomes a test item
+        split = class_split(dataset, section["zero_shot"])
+        dataset = assign_zero_shot_splits(dataset, split, section.get("train_split", "train"),
                                           section.get("test_split", "test"))
     fraction = float(section.get("val_fraction") or 0.0)
     if fraction > 0:
-        train, val = section.get("train_split", "train"), section.get("val_split") or "val"
-        if not fraction < 1:
-            raise ValueError(f"data.val_fraction: expected a fraction in [0, 1), got {fraction}")
-        if dataset.select(split=val):
-            raise ValueError(f"data.val_fraction: {dataset.name} already has a {val!r} split; set it to 0")
-
-        def assign(sample: Sample) -> str | None:
-            if sample.split != train:
-                return sample.split
-            key = (sample.instance_id or sample.key).encode()
-            return val if zlib.crc32(key) / 2**32 < fraction else train
-
-        dataset = dataset.with_split(assign)
+        dataset = hold_out_fraction(dataset, fraction, section.get("train_split", "train"), section.get("val_split"))
     return dataset
 
 
@@ -98,7 +90,7 @@ def embed_samples(encoder: torch.nn.Module, dataset: SBIRDataset, samples: Seque
 
 def _weights_path(run_dir: str | Path, which: str) -> Path:
     if which not in WHICH:
-        raise ValueError(f"which: expected one of {WHICH}, got {which!r}")
+        raise UsageError(f"which: expected one of {', '.join(WHICH)}, got {which!r}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: run directory not found")
@@ -111,7 +103,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     Raises :class:`CheckpointError` (missing folder or weights, corrupt file) or
     :class:`~sbirkit.engine.config.ConfigError` (missing or bad ``config.yaml``), one line each.
     """
-    from ..methods import create_method
+    from ..methods import method_class
 
     path = _weights_path(run_dir, which)
     config = read_config(Path(run_dir) / "config.yaml")
@@ -123,7 +115,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     for key in ("weights", "photo_weights"):
         if key in model_cfg or key == "weights":
             model_cfg[key] = None
-    method = create_method(config["method"]["name"], {**config, "model": model_cfg})
+    method = method_class(config["method"]["name"]).from_config({**config, "model": model_cfg})
     try:
         method.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -133,16 +125,38 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     return method, config
 
 
+# model settings that say where the *initial* weights came from; a checkpoint holds every weight
+_PROVENANCE_KEYS = ("weights", "photo_weights", "pretrained", "photo_pretrained")
+
+
+def fingerprint_payload(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What, besides the weights, decides a run's embeddings: the method, the model architecture
+    and the image preprocessing (size, stroke width). Options that change neither (progress bars,
+    logging, the run folder, training schedule) are not part of it."""
+    options = dict(config["data"].get("options") or {})
+    model = {k: v for k, v in dict(config["model"]).items() if k not in _PROVENANCE_KEYS}
+    return {"method": config["method"]["name"], "model": model,
+            "preprocessing": {k: options.get(k) for k in ("image_size", "stroke_width")}}
+
+
 def model_fingerprint(run_dir: str | Path, which: str = "best") -> str:
-    """A short hash of a run's ``config.yaml`` and weights file (identifies a model in index metadata)."""
+    """A short hash that identifies a run's model: its weights (every tensor of the checkpoint's
+    model state, by name) and :func:`fingerprint_payload` of its ``config.yaml``. Rewriting the
+    config with a harmless change (``train.progress``) or re-saving identical weights keeps it;
+    indexes store it to refuse queries embedded by another model."""
     path = _weights_path(run_dir, which)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    h = hashlib.sha256()
-    config = Path(run_dir) / "config.yaml"
-    h.update(config.read_bytes() if config.is_file() else b"")
-    h.update(b"\0")
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    config = read_config(Path(run_dir) / "config.yaml")
+    state = load_checkpoint(path, map_location="cpu")["model"]
+    h = hashlib.sha256(json.dumps(fingerprint_payload(config), sort_keys=True, default=str).encode())
+    for name in sorted(state):
+        tensor = state[name]
+        h.update(b"\0" + name.encode() + b"\0")
+        if not isinstance(tensor, torch.Tensor):
+            h.update(json.dumps(tensor, sort_keys=True, default=str).encode())
+            continue
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]

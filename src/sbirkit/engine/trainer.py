@@ -1,11 +1,14 @@
 """The one training loop every method plugs into.
 
-``Trainer`` owns what a method does not: data order (a resumable
-:class:`~sbirkit.data.samplers.PairBatchSampler`), the optimiser and LR schedule, mixed
-precision (CUDA only), gradient clipping, validation-only model selection (``best.pt``),
-logging (``metrics.jsonl``, a tqdm bar, optional TensorBoard) and atomic checkpoints
-(``last.pt``). A run folder with a ``last.pt`` is resumed where it stopped, with the same
-batches, optimiser state and RNG state, so it ends with the weights of an uninterrupted run.
+``Trainer`` owns what a method does not: devices and mixed precision (CUDA only), the step loop
+over the method's training source (pairs, episodes or generated; :mod:`sbirkit.engine.sources`),
+named optimisers with their schedules and gradient scalers (:mod:`sbirkit.engine.optim`),
+gradient clipping, validation-only model selection (``best.pt``) through the one evaluator,
+logging (``metrics.jsonl``, a tqdm bar, optional TensorBoard), atomic checkpoints (``last.pt``)
+and a lock on the run folder. A run folder with a ``last.pt`` is resumed where it stopped, with
+the same batches, optimiser states and RNG state, so it ends with the weights of an
+uninterrupted run. Everything that can be checked is checked before the first step
+(:meth:`Trainer.check`, ``sbirkit train --dry-run``).
 """
 
 from __future__ import annotations
@@ -24,13 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.samplers import PairBatchSampler, PairDataset
-from . import feature_cache, head_init, inference, zero_shot
+from ..errors import CheckpointError, ConfigError
+from . import inference
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from .config import ConfigError, changed_keys, read_config, resolve, save_config
-from .image_cache import cached_images
+from .config import changed_keys, merge, read_config, resolve, save_config
+from .context import SetupContext, StepContext
+from .evaluator import Evaluator
+from .optim import NamedOptimizer, build_optimizer, check_optimizer_name
+from .options import DataOptions, defaults, options
+from .protocols import StandardProtocol, create_protocol
+from .run_lock import run_lock
 from .runlog import MetricsLog, now_iso, run_metadata
-from .schedule import WarmupCosine
+from .sources import step_loader, to_device
 
 
 def seed_everything(seed: int) -> None:
@@ -42,9 +50,15 @@ def seed_everything(seed: int) -> None:
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {spec!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {spec!r} requested but CUDA is not available")
+        raise ConfigError(f"train.device: {spec!r} requested but CUDA is not available on this machine "
+                          "(use train.device=cpu or auto)")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {spec!r}")
     return device
 
 
@@ -63,8 +77,32 @@ def default_run_dir(config: Mapping[str, Any]) -> Path:
     return Path(config.get("run_dir") or Path("runs") / (config.get("name") or "run"))
 
 
+@contextlib.contextmanager
+def _deterministic(enabled: bool):
+    """``torch.use_deterministic_algorithms`` (and the cuBLAS workspace it needs) for the block
+    only: the process's settings and environment are restored afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    env_before = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        if env_before is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = env_before
+
+
 class Trainer:
-    """Trains ``config["method"]`` on ``config["data"]`` into ``run_dir`` (see the module docstring)."""
+    """Trains ``config["method"]`` into ``run_dir`` (see the module docstring).
+
+    Construction checks the config: every value (:mod:`sbirkit.engine.options`), the method, its
+    options, the dataset format, the backbone and optimiser names and the device, each a one-line
+    :class:`~sbirkit.errors.ConfigError`. :meth:`check` builds everything else without training.
+    """
 
     def __init__(self, config: Mapping[str, Any], run_dir: str | os.PathLike | None = None):
         config = resolve(config)
@@ -72,122 +110,247 @@ class Trainer:
         config["run_dir"] = str(self.run_dir)
         self.config = config
         self.t = config["train"]
-        self.device = resolve_device(self.t["device"])
+        self.data_opts, self.train_opts, self.eval_opts = options(config)
+        self.device = resolve_device(self.train_opts.device)
+        self.amp_dtype = autocast_dtype(self.device, self.train_opts.amp)
         self.resuming = False
-        self.amp_dtype = autocast_dtype(self.device, self.t["amp"])
-        for key in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_every"):
-            if not isinstance(self.t[key], int) or self.t[key] < (0 if key == "eval_every" else 1):
-                raise ConfigError(f"train.{key}: expected a positive integer, got {self.t[key]!r}")
-        # checked here, before the dataset is built or any feature is extracted
-        if self.t["head_init"] not in head_init.HEAD_INITS:
-            raise ConfigError(f"train.head_init: expected one of {head_init.HEAD_INITS}, got {self.t['head_init']!r}")
-        if self.t["backbone_bn"] not in ("train", "frozen"):
-            raise ConfigError(f"train.backbone_bn: expected 'train' or 'frozen', got {self.t['backbone_bn']!r}")
-        lr = self.t["backbone_lr"]
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
-            raise ConfigError(f"train.backbone_lr: expected null or a number >= 0, got {lr!r}")
+        self.summary: dict[str, Any] = {}
+        self._check_names()
 
-    # ---- setup ---------------------------------------------------------------------------------
-    def _prepare_run_dir(self) -> bool:
-        """Create the folder, check a resumed run's config, write config.yaml and meta.json."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    @property
+    def class_split(self):
+        """The zero-shot class split training used (None without ``data.zero_shot``)."""
+        return getattr(self.protocol, "class_split", None)
+
+    @property
+    def val_classes(self) -> tuple[str, ...]:
+        """The seen classes held out for model selection (``data.zero_shot_val_classes``)."""
+        return tuple(getattr(self.protocol, "val_classes", ()))
+
+    # the single-optimiser, pair-batch view older code and tests read
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The first (for most methods the only) optimiser."""
+        return next(iter(self.optimizers.values())).optimizer
+
+    @property
+    def sampler(self):
+        """The training source's sampler (pair and episode sources)."""
+        return self.source.sampler
+
+    @property
+    def pairs(self):
+        """The training source's items (images, or cached features) of pair and episode sources."""
+        return self.source.items
+
+    def _check_names(self) -> None:
+        """Registry names and method options, before anything is built."""
+        from ..data import list_datasets
+        from ..methods import method_class
+        from ..models.backbones import check_backbone_name
+
+        cfg = self.config
+        cls = method_class(cfg["method"]["name"])
+        try:
+            cls.parse_options(cfg["method"])
+        except TypeError as exc:
+            raise ConfigError(f"method: options of {cfg['method']['name']!r}: {exc}") from None
+        name = self.data_opts.name
+        if name is not None and name not in list_datasets():
+            raise ConfigError(f"data.name: unknown dataset format {name!r}; known: {', '.join(list_datasets())}")
+        for key in ("backbone", "photo_backbone"):
+            value = cfg["model"].get(key)
+            if value is not None:
+                try:
+                    check_backbone_name(value)
+                except KeyError as exc:
+                    raise ConfigError(f"model.{key}: {exc}") from None
+        check_optimizer_name(self.train_opts.optimizer)
+
+    # ---- building (no file is written except the feature cache) ---------------------------------
+    def _build(self, dry_run: bool = False) -> None:
+        from ..data.image_cache import cached_images
+        from ..methods import method_class
+
+        cfg, t = self.config, self.train_opts
+        self.protocol = create_protocol(cfg["data"], cfg["seed"])
+        dataset, self.protocol_record = None, None
+        if self.data_opts.name is not None:
+            dataset = inference.build_dataset(cfg["data"])
+            # under data.zero_shot: seen classes only (engine/zero_shot.py)
+            dataset, self.protocol_record = self.protocol.training_view(dataset, cfg["seed"])
+            if self.data_opts.cache_images:
+                dataset = cached_images(dataset)
+        self.dataset = dataset
+        try:
+            self.method = method_class(cfg["method"]["name"]).from_config(cfg)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"method {cfg['method']['name']!r}: {' '.join(str(exc).split())}") from None
+        self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
+                                int(cfg["seed"]), self.resuming)
+        self.method.setup(self.ctx)
+        self.method.to(self.device)
+        self.source = self.method.train_source(self.ctx)
+        self.features = None
+        if t.cached_features:  # frozen backbones: train on their features, extracted once
+            from . import feature_cache
+
+            self.features = feature_cache.store_for(cfg, self.run_dir, self.device, t.progress)
+            self.method.encoder.freeze_backbones()  # refuses spatial attention before anything is extracted
+        self._plan_validation()  # checks eval.select before any extraction
+        if self.features is not None and not dry_run:
+            self.source = self.source.with_features(self.features, self.method.encoder)
+        self.head_init = None
+        if not dry_run and not self.resuming:  # a resumed run loads its heads from last.pt
+            self.head_init = self.method.init_heads(t.head_init, self._training_features)
+        elif t.head_init != "default":
+            from .head_init import check_linear_heads
+
+            check_linear_heads(self.method.encoder)
+        specs = self.method.configure_optimizers(t)
+        if not specs:
+            raise ConfigError(f"method {cfg['method']['name']!r}: configure_optimizers returned no optimiser")
+        fp16 = self.amp_dtype == torch.float16
+        self.optimizers: dict[str, NamedOptimizer] = {
+            name: build_optimizer(name, spec, t, self.device, fp16) for name, spec in specs.items()}
+        self.step = 0
+        self.best: dict[str, Any] = {"metric": self.eval_opts.select, "value": None, "step": None}
+
+    def _plan_validation(self) -> None:
+        """Where model selection gets its numbers: ``eval.data`` if given, else the training data's
+        ``data.val_split``, else the method's own :meth:`~sbirkit.methods.base.Method.validation_metrics`;
+        ``eval.select`` is checked against what that source will produce."""
+        ev, cfg = self.eval_opts, self.config
+        self.val_evaluator, self.val_split, self.val_protocol, self.val_kind = None, None, None, None
+        store = self.features
+        if ev.data is not None:
+            section = merge(defaults(DataOptions), ev.data)
+            dataset = inference.build_dataset(section)
+            self.val_split = section["val_split"] or "val"
+            self.val_protocol = StandardProtocol(section, cfg["seed"])
+            if store is not None:
+                from . import feature_cache
+
+                store = feature_cache.FeatureStore(store.root, section, store.batch_size, store.device, store.progress)
+            where = f"eval.data ({section['name']}) split {self.val_split!r}"
+        elif self.dataset is not None and self.data_opts.val_split is not None:
+            dataset, self.val_split, self.val_protocol = self.dataset, self.data_opts.val_split, self.protocol
+            where = f"data.val_split {self.val_split!r}"
+        else:
+            dataset = None
+        if dataset is not None:
+            sketches, photos = dataset.sketches(self.val_split), dataset.photos(self.val_split)
+            if sketches and photos:
+                self.val_evaluator = Evaluator(self.method.encoder, dataset, batch_size=ev.batch_size,
+                                               device=self.device, features=store)
+                self.val_kind = "data"
+                fine = any(s.instance_id is not None for s in sketches) and \
+                    any(p.instance_id is not None for p in photos)
+                names = self.val_protocol.metric_names(ev.directions, fine)
+                if ev.select not in names:
+                    raise ConfigError(f"eval.select: {ev.select!r} is not among the validation metrics of "
+                                      f"{where} ({', '.join(names)})")
+                return
+            self.val_message = (f"{where} has {len(sketches)} sketches and {len(photos)} photos: no model "
+                                "selection, best.pt will be the final model (set data.val_fraction to hold out "
+                                "training instances)")
+        else:
+            self.val_message = ("no validation data (no dataset, data.val_split null, no eval.data): no model "
+                                "selection, best.pt will be the final model")
+        if _overrides(self.method, "validation_metrics"):
+            self.val_kind = "method"
+            names = self.method.validation_metric_names() if hasattr(self.method, "validation_metric_names") else None
+            if names is not None and ev.select not in names:
+                raise ConfigError(f"eval.select: {ev.select!r} is not among the validation metrics of method "
+                                  f"{cfg['method']['name']!r} ({', '.join(names)})")
+
+    def _training_features(self, modality: str) -> np.ndarray:
+        """Backbone features of the source's training samples of one modality (for head_init)."""
+        from .feature_cache import extract_features
+
+        cached = self.source.cached_features(modality) if hasattr(self.source, "cached_features") else None
+        if cached is not None:
+            return cached
+        return extract_features(self.method.encoder.branch(modality), self.dataset, self.source.samples(modality),
+                                self.eval_opts.batch_size, self.device, self.train_opts.progress)
+
+    def check(self) -> dict[str, Any]:
+        """Build the dataset, method, source, optimisers and validation plan without training or
+        writing anything (``sbirkit train --dry-run``); returns what was found."""
+        seed_everything(self.config["seed"])
+        self._build(dry_run=True)
+        return {"config": self.config, "run_dir": str(self.run_dir), "device": str(self.device),
+                "resumes": (self.run_dir / "last.pt").is_file(), "source": self.source.describe(),
+                "optimizers": {n: type(o.optimizer).__name__ for n, o in self.optimizers.items()},
+                "validation": self.val_kind and (f"{self.val_kind}: {self.val_split}" if self.val_kind == "data"
+                                                 else "the method's own validation_metrics"),
+                "parameters": sum(p.numel() for p in self.method.parameters() if p.requires_grad)}
+
+    # ---- run folder ------------------------------------------------------------------------------
+    def _check_resume(self) -> bool:
         resuming = (self.run_dir / "last.pt").is_file()
-        cfg_path, meta_path = self.run_dir / "config.yaml", self.run_dir / "meta.json"
+        cfg_path = self.run_dir / "config.yaml"
         if resuming and cfg_path.is_file():
             diff = changed_keys(read_config(cfg_path), self.config)
             if diff:
                 raise ConfigError(f"{cfg_path}: cannot resume with a changed config ({', '.join(diff)}); "
                                   "use another run_dir or the saved config")
-        save_config(self.config, cfg_path)
-        meta = json.loads(meta_path.read_text()) if resuming and meta_path.is_file() else \
-            run_metadata(self.config["seed"], str(self.device))
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         return resuming
 
-    def _build(self) -> None:
-        from ..methods import create_method
-
-        cfg, t = self.config, self.t
-        self.dataset = inference.build_dataset(cfg["data"])
-        # under data.zero_shot: seen classes only (engine/zero_shot.py)
-        self.dataset, self.class_split, self.val_classes = zero_shot.training_view(self.dataset, cfg["data"],
-                                                                                   cfg["seed"])
-        if cfg["data"]["cache_images"]:
-            self.dataset = cached_images(self.dataset)
-        self.method = create_method(cfg["method"]["name"], cfg)
-        self.method.setup(self.dataset, cfg["data"]["train_split"])
-        self.method.to(self.device)
-        spec = self.method.sampler_spec()
-        if spec.kind != "pairs":
-            raise ConfigError(f"method {cfg['method']['name']!r} asks for {spec.kind!r} batches; "
-                              "this trainer provides 'pairs' only")
-        self.sampler = PairBatchSampler(self.dataset, cfg["data"]["train_split"], t["batch_size"], spec.mode,
-                                        spec.classes_per_batch, seed=cfg["seed"])
-        self.features = None
-        if t["cached_features"]:  # frozen backbones: train on their features, extracted once
-            self.features = feature_cache.store_for(cfg, self.run_dir, self.device, t["progress"])
-            self.pairs = feature_cache.training_pairs(self.method.encoder, self.sampler, self.features)
-        else:
-            self.pairs = PairDataset.for_sampler(self.sampler)
-        self.head_init = None
-        if not self.resuming:  # a resumed run loads its heads from last.pt
-            self.head_init = head_init.init_heads(t["head_init"], self.method.encoder, self._training_features)
-        params = self._param_groups()
-        if t["optimizer"] == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=t["lr"], weight_decay=t["weight_decay"])
-        elif t["optimizer"] == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"],
-                                             weight_decay=t["weight_decay"])
-        else:
-            raise ConfigError(f"train.optimizer: expected 'adamw' or 'sgd', got {t['optimizer']!r}")
-        if t["schedule"] not in ("cosine", "constant"):
-            raise ConfigError(f"train.schedule: expected 'cosine' or 'constant', got {t['schedule']!r}")
-        lam = WarmupCosine(t["steps"], t["warmup_steps"], t["min_lr_ratio"], cosine=t["schedule"] == "cosine")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lam)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.step = 0
-        self.best: dict[str, Any] = {"metric": cfg["eval"]["select"], "value": None, "step": None}
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters; with ``train.backbone_lr`` set, the backbones' in a group of their own
-        at that learning rate (the schedule scales both groups alike)."""
-        trainable = [p for p in self.method.parameters() if p.requires_grad]
-        backbone_lr = self.t["backbone_lr"]
-        if backbone_lr is None:
-            return [{"params": trainable}]
-        in_backbone = {id(p) for branch in feature_cache.encoder_branches(self.method.encoder)
-                       for p in branch.backbone.parameters()}
-        groups = [{"params": [p for p in trainable if id(p) not in in_backbone]}]
-        backbone = [p for p in trainable if id(p) in in_backbone]
-        if backbone:  # none with cached features: the backbones are frozen
-            groups.append({"params": backbone, "lr": float(backbone_lr)})
-        return groups
-
-    def _training_features(self, modality: str) -> np.ndarray:
-        """Backbone features of the sampler's training samples of one modality (for head_init)."""
+    def _write_run_files(self) -> None:
+        """config.yaml and meta.json (a resumed run keeps its meta.json and notes the resume)."""
+        cfg_path, meta_path = self.run_dir / "config.yaml", self.run_dir / "meta.json"
+        save_config(self.config, cfg_path)
+        meta = json.loads(meta_path.read_text()) if self.resuming and meta_path.is_file() else \
+            run_metadata(self.config["seed"], str(self.device))
+        if self.protocol_record is not None:
+            meta["zero_shot"] = self.protocol_record
+        if self.head_init is not None:
+            meta["head_init"] = self.head_init
         if self.features is not None:
-            return self.pairs.features_of(modality)
-        samples = self.sampler.sketches if modality == "sketch" else self.sampler.photos
-        return feature_cache.extract_features(self.method.encoder.branch(modality), self.dataset, samples,
-                                              int(self.config["eval"]["batch_size"]), self.device, self.t["progress"])
+            meta["feature_cache"] = {"root": str(self.features.root), "extracted_for_training": self.features.extracted}
+        meta["source"] = self.source.describe()
+        meta["optimizers"] = sorted(self.optimizers)
+        meta["validation"] = self.val_kind
+        meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
+    def _update_meta(self, **fields: Any) -> None:
+        meta_path = self.run_dir / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        for key, value in fields.items():
+            if key == "resumed":
+                meta.setdefault("resumed", []).append(value)
+            else:
+                meta[key] = value
+        meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    # ---- checkpoints -----------------------------------------------------------------------------
     def _resume(self) -> None:
         ckpt = load_checkpoint(self.run_dir / "last.pt", map_location=self.device)
+        path = self.run_dir / "last.pt"
         self.method.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        states = {k: ckpt[k] for k in ("optimizer", "scheduler", "scaler")}
+        if "param_groups" in states["optimizer"]:  # written before optimisers had names: one, "main"
+            states = {k: {next(iter(self.optimizers)): v} for k, v in states.items()}
+        if set(states["optimizer"]) != set(self.optimizers):
+            raise CheckpointError(f"{path}: optimizers: expected {sorted(self.optimizers)}, the checkpoint has "
+                                  f"{sorted(states['optimizer'])}")
+        for name, opt in self.optimizers.items():
+            opt.optimizer.load_state_dict(states["optimizer"][name])
+            opt.scheduler.load_state_dict(states["scheduler"][name])
+            opt.scaler.load_state_dict(states["scaler"][name])
         self.step = int(ckpt["step"])
         self.best = dict(ckpt["best"])
         set_rng_state(ckpt["rng"])
 
-    # ---- checkpoints ---------------------------------------------------------------------------
     def _save_last(self) -> None:
         atomic_save({
             "model": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "optimizer": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
+            "scheduler": {n: o.scheduler.state_dict() for n, o in self.optimizers.items()},
+            "scaler": {n: o.scaler.state_dict() for n, o in self.optimizers.items()},
             "step": self.step,
             "rng": rng_state(),
             "best": dict(self.best),
@@ -199,167 +362,174 @@ class Trainer:
                      "value": self.best["value"], "selection": selection,
                      "method": self.config["method"]["name"]}, self.run_dir / "best.pt")
 
-    # ---- validation ----------------------------------------------------------------------------
+    # ---- validation ------------------------------------------------------------------------------
     def validation_samples(self):
-        """(sketches, photos) of the validation split: the only data model selection sees."""
-        split = self.config["data"]["val_split"]
-        if split is None:
+        """(sketches, photos) of the validation data: the only data model selection sees."""
+        if self.val_evaluator is None:
             return [], []
-        return self.dataset.sketches(split), self.dataset.photos(split)
+        return self.val_evaluator.split(self.val_split)
 
     def _validate(self, log: MetricsLog) -> None:
-        sketches, photos = self.validation_samples()
-        if not sketches or not photos:
-            return
-        from ..eval import evaluate_directions
-
-        ev, enc = self.config["eval"], self.method.encoder
-        if self.features is not None:
-            embed = self.features.embedder(enc, self.dataset)
+        ev = self.eval_opts
+        if self.val_kind == "data":
+            flat = self.val_protocol.validate(self.val_evaluator, self.val_split, ev)
+            split = self.val_split
+        elif self.val_kind == "method":
+            flat = self.method.validation_metrics(self.ctx) or {}
+            split = "method"
+            self.method.train_mode(self.train_opts)
         else:
-            def embed(samples):
-                return inference.embed_samples(enc, self.dataset, samples, ev["batch_size"], self.device)
-        s_emb, s_lab, s_inst = embed(sketches)
-        p_emb, p_lab, p_inst = embed(photos)
-        fine = any(i is not None for i in s_inst) and any(i is not None for i in p_inst)
-        results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, directions=ev["directions"],
-                                      sketch_instances=s_inst if fine else None,
-                                      photo_instances=p_inst if fine else None, distance=ev["distance"])
-        flat = {f"{d}/{k}": v for d, r in results.items() for k, v in r.metrics.items()}
-        log.write({"step": self.step, "split": self.config["data"]["val_split"], **flat})
-        key = ev["select"]
+            return
+        if not flat:
+            return
+        log.write({"step": self.step, "split": split, **flat})
+        key = ev.select
         if key not in flat:
             raise ConfigError(f"eval.select: {key!r} is not among the validation metrics ({', '.join(flat)})")
         value = flat[key]
         if value is not None and math.isfinite(value) and (self.best["value"] is None or value > self.best["value"]):
             self.best.update(value=float(value), step=self.step)
-            self._save_best(f"max {key} on split {self.config['data']['val_split']!r}")
+            self._save_best(f"max {key} on split {split!r}" if split != "method" else
+                            f"max {key} of the method's own validation")
 
-    def _record_protocol(self) -> None:
-        """Write the zero-shot classes and the feature-cache use into meta.json."""
-        meta_path = self.run_dir / "meta.json"
-        meta = json.loads(meta_path.read_text())
-        if self.class_split is not None:
-            meta["zero_shot"] = {"spec": self.config["data"]["zero_shot"], "name": self.class_split.name,
-                                 "seen": list(self.class_split.seen), "unseen": list(self.class_split.unseen),
-                                 "validation_classes": list(self.val_classes)}
-        if self.head_init is not None:
-            meta["head_init"] = self.head_init
-        if self.features is not None:
-            meta["feature_cache"] = {"root": str(self.features.root), "extracted_for_training": self.features.extracted}
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-
-    # ---- the loop ------------------------------------------------------------------------------
+    # ---- the loop --------------------------------------------------------------------------------
     def fit(self) -> Path:
         """Train to ``train.steps`` (resuming from ``last.pt`` if present); returns the run folder."""
         from tqdm.auto import tqdm
 
-        t = self.t
-        resuming = self.resuming = self._prepare_run_dir()
-        previous_det = torch.are_deterministic_algorithms_enabled()
-        if t["deterministic"]:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-        seed_everything(self.config["seed"])
-        self._build()
-        self._record_protocol()
-        log = MetricsLog(self.run_dir / "metrics.jsonl",
-                         self.run_dir / "tensorboard" if t["tensorboard"] else None)
-        try:
-            if resuming:
-                self._resume()
-                log.truncate_after(self.step)
-                meta_path = self.run_dir / "meta.json"
-                meta = json.loads(meta_path.read_text())
-                meta.setdefault("resumed", []).append({"at": now_iso(), "step": self.step})
-                meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-                log.write({"step": self.step, "event": "resume"})
-            else:
-                log.truncate_after(0)
-            sketches, photos = self.validation_samples()
-            if not sketches or not photos:
-                warnings.warn(f"data.val_split {self.config['data']['val_split']!r} has {len(sketches)} sketches and "
-                              f"{len(photos)} photos: no model selection, best.pt will be the final model "
-                              "(set data.val_fraction to hold out training instances)", stacklevel=2)
-            self._train(log, tqdm)
-            if not (self.run_dir / "best.pt").is_file():  # no validation split or no finite value
-                self._save_best("final step (no validation result)")
-        finally:
-            log.close()
-            torch.use_deterministic_algorithms(previous_det)
+        started = time.perf_counter()
+        created = not self.run_dir.exists()
+        with run_lock(self.run_dir), _deterministic(self.train_opts.deterministic):
+            try:
+                self.resuming = self._check_resume()
+                seed_everything(self.config["seed"])
+                self._build()
+            except BaseException:
+                if created:  # nothing of this run was written: leave no empty folder behind
+                    _remove_if_only_lock(self.run_dir)
+                raise
+            self._write_run_files()
+            log = MetricsLog(self.run_dir / "metrics.jsonl",
+                             self.run_dir / "tensorboard" if self.train_opts.tensorboard else None)
+            try:
+                if self.resuming:
+                    self._resume()
+                    log.truncate_after(self.step)
+                    self._update_meta(resumed={"at": now_iso(), "step": self.step})
+                    log.write({"step": self.step, "event": "resume"})
+                else:
+                    log.truncate_after(0)
+                if self.val_kind is None:
+                    warnings.warn(self.val_message, stacklevel=2)
+                self._train(log, tqdm)
+                if not (self.run_dir / "best.pt").is_file():  # no validation data or no finite value
+                    self._save_best("final step (no validation result)")
+            finally:
+                log.close()
+            seconds = round(time.perf_counter() - started, 1)
+            self.summary = {"steps": self.step, "seconds": seconds, "select": self.best["metric"],
+                            "best_value": self.best["value"], "best_step": self.best["step"],
+                            "run_dir": str(self.run_dir)}
+            self._update_meta(finished=now_iso(), last_fit_seconds=seconds)
         return self.run_dir
 
     def _train(self, log: MetricsLog, tqdm) -> None:
-        t, total = self.t, self.t["steps"]
-        loader = torch.utils.data.DataLoader(
-            self.pairs, batch_sampler=self.sampler.steps(self.step, total - self.step),
-            num_workers=t["num_workers"], pin_memory=self.device.type == "cuda",
-            generator=torch.Generator().manual_seed(self.config["seed"]))  # keeps the global RNG untouched
-        params = [p for p in self.method.parameters() if p.requires_grad]
+        t, total = self.train_opts, self.train_opts.steps
+        loader = step_loader(self.source, self.step, total - self.step, num_workers=t.num_workers,
+                             pin_memory=self.device.type == "cuda", seed=self.config["seed"])
+        manual = bool(self.method.manual_optimization)
+        trainable = [p for p in self.method.parameters() if p.requires_grad]
+        clip_params = {}
+        for name, opt in self.optimizers.items():  # in module order, as one optimiser always had
+            mine = {id(p) for p in opt.parameters()}
+            clip_params[name] = [p for p in trainable if id(p) in mine]
+        first = next(iter(self.optimizers.values()))
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.run_dir.name}", unit="step",
-                   disable=not t["progress"], dynamic_ncols=True)
+                   disable=not t.progress, dynamic_ncols=True)
         sums: dict[str, Any] = {}
         window_steps, window_start = 0, time.perf_counter()
-        self._train_mode()
+        self.method.train_mode(t)
         for batch in loader:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self._autocast(), self._inputs():
-                out = self.method.training_step(batch)
-            loss = out["loss"]
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if t["grad_clip"] > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, t["grad_clip"])
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            lr = self.optimizer.param_groups[0]["lr"]
-            lrs = {"backbone_lr": self.optimizer.param_groups[1]["lr"]} if len(self.optimizer.param_groups) > 1 else {}
-            self.scheduler.step()
+            batch = to_device(batch, self.device, non_blocking=True)
+            ctx = StepContext(self.step, self.device, self.optimizers, self.config["seed"], self.amp_dtype)
+            if manual:
+                with ctx.autocast():
+                    out = self.method.training_step(batch, ctx)
+            else:
+                with ctx.autocast():
+                    out = self.method.training_step(batch, ctx)
+                if "loss" not in out:
+                    raise ConfigError(f"method {self.config['method']['name']!r}: training_step returned no 'loss' "
+                                      f"(got {', '.join(out)}); set manual_optimization to step by itself")
+                scaler = first.scaler
+                for opt in self.optimizers.values():
+                    opt.optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out["loss"]).backward()
+                for name, opt in self.optimizers.items():
+                    if opt.grad_clip > 0:
+                        scaler.unscale_(opt.optimizer)
+                        torch.nn.utils.clip_grad_norm_(clip_params[name], opt.grad_clip)
+                    scaler.step(opt.optimizer)
+                scaler.update()
+            lrs = self._learning_rates()
+            for opt in self.optimizers.values():
+                opt.scheduler.step()
             self.step += 1
             window_steps += 1
             for k, v in out.items():  # summed on the device: no host sync per step
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
-            if self.step % t["log_every"] == 0 or self.step == total:
+                sums[k] = sums.get(k, 0.0) + (v.detach().float() if isinstance(v, torch.Tensor) else float(v))
+            if self.step % t.log_every == 0 or self.step == total:
                 record = {k: float(v) / window_steps for k, v in sums.items()}
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                rate = window_steps * t["batch_size"] / elapsed
-                if not math.isfinite(record["loss"]):
-                    raise FloatingPointError(f"steps {self.step - window_steps + 1}-{self.step}: loss is "
-                                             f"{record['loss']}; lower train.lr or set train.grad_clip")
-                log.write({"step": self.step, **record, "lr": lr, **lrs, "samples_per_s": round(rate, 2)})
-                bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{rate:.0f}")
+                rate = window_steps * t.batch_size / elapsed
+                losses = [k for k in record if k == "loss" or k.startswith("loss")]
+                bad = [k for k in losses if not math.isfinite(record[k])]
+                if bad:
+                    raise FloatingPointError(f"steps {self.step - window_steps + 1}-{self.step}: {bad[0]} is "
+                                             f"{record[bad[0]]}; lower train.lr or set train.grad_clip")
+                log.write({"step": self.step, **record, **lrs, "samples_per_s": round(rate, 2)})
+                shown = record.get("loss", record[losses[0]] if losses else float("nan"))
+                bar.set_postfix(loss=f"{shown:.4f}", samples_s=f"{rate:.0f}")
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             bar.update(1)
             paused = time.perf_counter()
-            if self.step == total or (t["eval_every"] and self.step % t["eval_every"] == 0):
+            if self.step == total or (t.eval_every and self.step % t.eval_every == 0):
                 self._validate(log)
-                self._train_mode()
-            if self.step == total or self.step % t["checkpoint_every"] == 0:
+                self.method.train_mode(t)
+            if self.step == total or self.step % t.checkpoint_every == 0:
                 self._save_last()
             window_start += time.perf_counter() - paused  # throughput counts training time only
         bar.close()
 
-    def _train_mode(self) -> None:
-        """``method.train()``; with ``train.backbone_bn: frozen`` the backbones' normalisation layers
-        stay in eval mode (their running statistics are used and kept, not updated)."""
-        self.method.train()
-        if self.t["backbone_bn"] == "frozen":
-            for branch in feature_cache.encoder_branches(self.method.encoder):
-                for module in branch.backbone.modules():
-                    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                        module.eval()
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr`` (the first optimiser's first group), ``backbone_lr`` (its second group, when the
+        backbones have their own) and ``lr/<name>`` for any other optimiser."""
+        out: dict[str, float] = {}
+        for i, (name, opt) in enumerate(self.optimizers.items()):
+            groups = opt.optimizer.param_groups
+            if i == 0:
+                out["lr"] = groups[0]["lr"]
+                if len(groups) > 1:
+                    out["backbone_lr"] = groups[1]["lr"]
+            else:
+                out[f"lr/{name}"] = groups[0]["lr"]
+        return out
 
-    def _inputs(self):
-        """With cached features, batches hold features: the encoder branches skip their backbones."""
-        if self.features is None:
-            return contextlib.nullcontext()
-        return feature_cache.features_as_inputs(self.method.encoder)
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+def _remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a run folder that holds nothing but the lock file."""
+    import shutil
+
+    left = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if left <= {".lock"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _overrides(method: torch.nn.Module, hook: str) -> bool:
+    """Whether ``method``'s class overrides the base :class:`~sbirkit.methods.base.Method` hook."""
+    from ..methods.base import Method
+
+    return getattr(type(method), hook) is not getattr(Method, hook)
 
 
 def train(config: Mapping[str, Any], run_dir: str | os.PathLike | None = None) -> Path:

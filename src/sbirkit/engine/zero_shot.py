@@ -2,27 +2,28 @@
 
 ``data.zero_shot`` names a class split (a manifest such as ``sketchy_25``, or ``random:N:SEED``;
 see :func:`sbirkit.data.splits.resolve_split`). Every sample of an unseen class belongs to the
-test split; the trainer holds :func:`training_view`, seen classes only, of which
+test split; the trainer holds :meth:`ZeroShotProtocol.training_view`, seen classes only, of which
 ``data.zero_shot_val_classes`` may be held out as the validation split (model selection on
-classes training never saw, as the unseen ones will be). Evaluation ranks unseen-class queries against unseen-class items (zero-shot, ZSL) or against
-unseen items plus the seen-class items of the evaluated split (generalised zero-shot, GZSL), in
-the four directions of ZSCMR (Chaudhuri et al., CVPRW 2020).
+classes training never saw, as the unseen ones will be). Evaluation ranks unseen-class queries
+against unseen-class items (zero-shot, ZSL) or against unseen items plus the seen-class items of
+the evaluated split (generalised zero-shot, GZSL), in the four directions of ZSCMR (Chaudhuri
+et al., CVPRW 2020). The splitting itself is :mod:`sbirkit.data.splits`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from ..data import SBIRDataset
-from ..data.records import DataError, Sample
-from ..data.splits import ClassSplit, resolve_split
+from ..data.splits import class_split, hold_out_validation_classes, seen_view, validation_classes
+from ..errors import ConfigError, DataError
 from ..eval import DIRECTIONS, RetrievalResult, evaluate_retrieval
 from ..eval import metrics as M
-from .config import ConfigError
+from .evaluator import Evaluator
+from .options import EvalOptions
+from .protocols import Evaluation, Protocol
 
 DEFAULT_METRICS: tuple[str, ...] = ("map", "p@100")
 # published protocols that report more than mAP@all and P@100, in their own mAP@200 convention
@@ -32,93 +33,9 @@ PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
 
 
 
-def class_split(dataset: SBIRDataset, spec: str) -> ClassSplit:
-    """The seen/unseen classes ``spec`` names for ``dataset`` (a manifest or ``random:N[:SEED]``)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise DataError(f"data.zero_shot: expected a split manifest name or random:N:SEED, got {spec!r}")
-    try:
-        return resolve_split(dataset, spec.strip())
-    except (KeyError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"data.zero_shot: {str(exc).strip(chr(39) + chr(34))}") from None
-
-
 def metrics_for(spec: str) -> tuple[str, ...]:
     """mAP@all and P@100; a protocol listed in ``PROTOCOL_METRICS`` adds its mAP@200 and P@200."""
     return PROTOCOL_METRICS.get(str(spec).strip(), DEFAULT_METRICS)
-
-
-def assign_splits(dataset: SBIRDataset, split: ClassSplit, train_split: str | None,
-                  test_split: str | None) -> SBIRDataset:
-    """A view where every unseen-class sample is in ``test_split`` and unsplit seen samples in ``train_split``.
-
-    Unseen classes are never trained on, so all their samples are test items (the usual zero-shot
-    SBIR protocol); seen-class samples keep their split (their test items form the GZSL gallery).
-    """
-    if test_split is None:
-        raise DataError("data.test_split: expected a split name for the unseen classes under data.zero_shot, got null")
-    unseen = set(split.unseen_indices(dataset))
-
-    def assign(sample: Sample) -> str | None:
-        if sample.class_index in unseen:
-            return test_split
-        return sample.split if sample.split is not None else train_split
-
-    return dataset.with_split(assign)
-
-
-def seen_view(dataset: SBIRDataset, split: ClassSplit) -> SBIRDataset:
-    """The samples of seen classes only: all that training, model selection and fitting may read."""
-    seen = set(split.seen_indices(dataset))
-    return dataset.subset(s for s in dataset.samples if s.class_index in seen)
-
-
-def training_view(dataset: SBIRDataset, data: Mapping[str, Any],
-                  seed: int = 0) -> tuple[SBIRDataset, ClassSplit | None, tuple[str, ...]]:
-    """What a trainer may hold: ``(dataset, class split, validation classes)``.
-
-    Without ``data.zero_shot`` the dataset is returned as is. With it, only seen classes remain,
-    and ``data.zero_shot_val_classes`` > 0 turns that many of them into the validation split.
-    """
-    count = int(data.get("zero_shot_val_classes") or 0)
-    if not data.get("zero_shot"):
-        if count:
-            raise ConfigError("data.zero_shot_val_classes: expected 0 without data.zero_shot (it holds out seen classes)")
-        return dataset, None, ()
-    split = class_split(dataset, data["zero_shot"])
-    view = seen_view(dataset, split)
-    held: tuple[str, ...] = ()
-    if count:
-        held = validation_classes(split, count, seed)
-        view = hold_out_validation_classes(view, held, data.get("train_split"), data.get("val_split"))
-    return view, split, held
-
-
-def validation_classes(split: ClassSplit, count: int, seed: int = 0) -> tuple[str, ...]:
-    """``count`` seen classes held out for model selection, chosen by a seeded permutation."""
-    if not 0 < count < len(split.seen) - 1:
-        raise ValueError(f"data.zero_shot_val_classes: expected 0 (off) or 1..{len(split.seen) - 2} "
-                         f"(of the {len(split.seen)} seen classes), got {count}")
-    order = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5A11]).permutation(len(split.seen))
-    return tuple(split.seen[i] for i in sorted(order[:count]))
-
-
-def hold_out_validation_classes(dataset: SBIRDataset, names: Iterable[str], train_split: str | None,
-                                val_split: str) -> SBIRDataset:
-    """Zero-shot model selection: the non-test samples of classes ``names`` become ``val_split``
-    (ranked among themselves, as unseen classes will be); the val samples of the other classes
-    join ``train_split``. The held-out classes are then absent from training."""
-    if val_split is None:
-        raise DataError("data.val_split: expected a split name for data.zero_shot_val_classes, got null")
-    held = {dataset.class_index(n) for n in names}
-
-    def assign(sample: Sample) -> str | None:
-        if sample.split not in (train_split, val_split):
-            return sample.split
-        return val_split if sample.class_index in held else train_split
-
-    return dataset.with_split(assign)
 
 
 def _subset(values: np.ndarray | torch.Tensor, mask: np.ndarray):
@@ -188,83 +105,112 @@ def chance_levels(sketch_labels: np.ndarray, photo_labels: np.ndarray, unseen: I
     return out
 
 
-def evaluate_run_zero_shot(config: Mapping[str, Any], dataset: SBIRDataset, data: Mapping[str, Any], split: str,
-                           directions: Sequence[str], gzsl: bool,
-                           embed: Callable[[Sequence[Sample]], tuple[np.ndarray, np.ndarray, list]],
-                           ) -> tuple[dict[str, RetrievalResult], dict[str, Any]]:
-    """Zero-shot evaluation of a trained run: (results per direction, the protocol record).
+class ZeroShotProtocol(Protocol):
+    """``data.zero_shot``: seen classes for training, unseen ones for evaluation (module docstring)."""
 
-    ``embed(samples)`` returns ``(embeddings, labels, instances)`` for samples of one modality.
-    With ``eval.binary_bits`` > 0, ITQ (:mod:`sbirkit.engine.itq`) is fitted on the seen-class
-    samples of the training split only and its Hamming-ranking rows are added, labelled.
-    """
-    from .itq import fit_itq
+    name = "zero_shot"
 
-    cs = class_split(dataset, data["zero_shot"])
-    unseen = set(cs.unseen_indices(dataset))
-    sketches, photos = dataset.sketches(split), dataset.photos(split)
-    if not gzsl:
-        sketches = [s for s in sketches if s.class_index in unseen]
-        photos = [p for p in photos if p.class_index in unseen]
-    n_unseen = {"sketch": sum(s.class_index in unseen for s in sketches),
-                "photo": sum(p.class_index in unseen for p in photos)}
-    if not n_unseen["sketch"] and not n_unseen["photo"]:
-        raise DataError(f"{dataset.name}: split {split!r}: expected samples of the {len(cs.unseen)} unseen classes of "
-                        f"{cs.name}, got none (splits: {', '.join(dataset.splits)})")
-    usable = [d for d in directions if all(n_unseen[side] for side in d.split("2"))]
-    if not usable:
-        raise DataError(f"{dataset.name}: split {split!r}: none of the directions {list(directions)} has unseen-class "
-                        f"queries and gallery items ({n_unseen['sketch']} sketches, {n_unseen['photo']} photos)")
-    ev = config["eval"]
-    metrics = metrics_for(data["zero_shot"])
-    s_emb, s_lab, _ = embed(sketches) if sketches else (np.zeros((0, 1), np.float32), np.zeros(0, np.int64), [])
-    p_emb, p_lab, _ = embed(photos) if photos else (np.zeros((0, 1), np.float32), np.zeros(0, np.int64), [])
-    results = evaluate_zero_shot(s_emb, s_lab, p_emb, p_lab, unseen, gzsl=gzsl, directions=usable,
-                                 metrics=metrics, distance=ev["distance"])
-    bits = int(ev.get("binary_bits") or 0)
-    itq_record = None
-    if bits > 0:
-        train_split = data.get("train_split")
-        seen = set(cs.seen_indices(dataset))
-        fit_samples = [[s for s in dataset.sketches(train_split) if s.class_index in seen],
-                       [p for p in dataset.photos(train_split) if p.class_index in seen]]
-        fit = [embed(group)[0] for group in fit_samples if group]
-        if not fit:
-            raise DataError(f"eval.binary_bits: expected seen-class samples in split {train_split!r} to fit ITQ, got none")
-        itq = fit_itq(np.concatenate(fit), bits=bits, seed=int(config.get("seed") or 0))
-        s_codes = itq.encode(s_emb) if len(s_emb) else s_emb
-        p_codes = itq.encode(p_emb) if len(p_emb) else p_emb
-        results.update(evaluate_zero_shot(s_codes, s_lab, p_codes, p_lab, unseen, gzsl=gzsl, directions=usable,
-                                          metrics=metrics, distance="euclidean",
-                                          labels_suffix=f" ({bits}-bit ITQ, Hamming)"))
-        itq_record = {"bits": bits, "fitted_on": f"{sum(len(f) for f in fit)} seen-class embeddings of split "
-                      f"{train_split!r} (sketches and photos; no unseen-class sample, no labels)",
-                      "ranking": "Hamming distance = squared euclidean distance of the ±1 codes / 4; ties as below"}
-    chance = chance_levels(s_lab, p_lab, unseen, gzsl, usable)
-    setting = "generalised zero-shot (GZSL)" if gzsl else "zero-shot (ZSL)"
-    gallery = (f"{setting}, split {cs.name} ({len(cs.seen)} seen / {len(cs.unseen)} unseen classes): queries = "
-               f"unseen-class samples of split {split!r} (sketches: {n_unseen['sketch']}, photos: {n_unseen['photo']}); "
-               + ("gallery = every sample of that split, unseen and seen classes "
-                  f"(sketches: {len(sketches)}, photos: {len(photos)})" if gzsl else "gallery = the same unseen-class samples")
-               + "; same-modality directions exclude the query itself; chance (random ranking, P@K ~ mAP): "
-               + ", ".join(f"{d} {v:.3f}" for d, v in chance.items())
-               + "".join(f"; skipped {d}: no unseen-class items on one side" for d in directions if d not in usable))
-    protocol = {
-        "dataset": data["name"],
-        "root": data.get("root"),
-        "split": split,
-        "setting": "gzsl" if gzsl else "zsl",
-        "zero_shot": {"spec": data["zero_shot"], "name": cs.name, "seen": list(cs.seen), "unseen": list(cs.unseen)},
-        "queries": {"sketch": n_unseen["sketch"], "photo": n_unseen["photo"]},
-        "gallery_items": {"sketch": len(sketches), "photo": len(photos)},
-        "gallery": gallery,
-        "directions": usable,
-        "skipped_directions": [d for d in directions if d not in usable],
-        "metrics": list(metrics),
-        "distance": ev["distance"],
-        "chance": chance,
-        "chance_note": "expected P@K of a random ranking (mean fraction of relevant gallery items); mAP is about the same",
-        "binary": itq_record,
-        "instance_level": False,
-    }
-    return results, protocol
+    def __init__(self, data, seed: int = 0):
+        super().__init__(data, seed)
+        if not self.data.get("zero_shot"):
+            raise ConfigError("data.zero_shot: expected a split manifest name or random:N:SEED, got null")
+        self.spec = self.data["zero_shot"]
+
+    def training_view(self, dataset, seed: int = 0):
+        """Seen classes only; ``data.zero_shot_val_classes`` > 0 turns that many of them into the
+        validation split. The record names the split, its classes and the validation classes."""
+        split = class_split(dataset, self.spec)
+        view = seen_view(dataset, split)
+        count = int(self.data.get("zero_shot_val_classes") or 0)
+        held: tuple[str, ...] = ()
+        if count:
+            held = validation_classes(split, count, seed)
+            view = hold_out_validation_classes(view, held, self.data.get("train_split"), self.data.get("val_split"))
+        self.class_split, self.val_classes = split, held
+        record = {"spec": self.spec, "name": split.name, "seen": list(split.seen), "unseen": list(split.unseen),
+                  "validation_classes": list(held)}
+        return view, record
+
+    def evaluate(self, evaluator: Evaluator, split: str, directions: Sequence[str], ev: EvalOptions, *,
+                 gzsl: bool = False, per_query: bool = False) -> Evaluation:
+        """Rank the unseen classes of ``split`` (ZSL), or against every item of it (GZSL). With
+        ``eval.binary_bits`` > 0, ITQ (:mod:`sbirkit.eval.itq`) is fitted on the seen-class
+        samples of the training split only and its Hamming-ranking rows are added, labelled."""
+        from ..eval.itq import fit_itq
+
+        dataset, data = evaluator.dataset, self.data
+        cs = class_split(dataset, self.spec)
+        unseen = set(cs.unseen_indices(dataset))
+        sketches, photos = dataset.sketches(split), dataset.photos(split)
+        if not gzsl:
+            sketches = [s for s in sketches if s.class_index in unseen]
+            photos = [p for p in photos if p.class_index in unseen]
+        n_unseen = {"sketch": sum(s.class_index in unseen for s in sketches),
+                    "photo": sum(p.class_index in unseen for p in photos)}
+        if not n_unseen["sketch"] and not n_unseen["photo"]:
+            raise DataError(f"{dataset.name}: split {split!r}: expected samples of the {len(cs.unseen)} unseen "
+                            f"classes of {cs.name}, got none (splits: {', '.join(dataset.splits)})")
+        usable = [d for d in directions if all(n_unseen[side] for side in d.split("2"))]
+        if not usable:
+            raise DataError(f"{dataset.name}: split {split!r}: none of the directions {list(directions)} has "
+                            f"unseen-class queries and gallery items ({n_unseen['sketch']} sketches, "
+                            f"{n_unseen['photo']} photos)")
+        metrics = metrics_for(self.spec)
+        empty = (np.zeros((0, 1), np.float32), np.zeros(0, np.int64), [])
+        s_emb, s_lab, _ = evaluator.embed(sketches) if sketches else empty
+        p_emb, p_lab, _ = evaluator.embed(photos) if photos else empty
+        results = evaluate_zero_shot(s_emb, s_lab, p_emb, p_lab, unseen, gzsl=gzsl, directions=usable,
+                                     metrics=metrics, distance=ev.distance)
+        bits = int(ev.binary_bits or 0)
+        itq_record = None
+        if bits > 0:
+            train_split = data.get("train_split")
+            seen = set(cs.seen_indices(dataset))
+            fit_samples = [[s for s in dataset.sketches(train_split) if s.class_index in seen],
+                           [p for p in dataset.photos(train_split) if p.class_index in seen]]
+            fit = [evaluator.embed(group)[0] for group in fit_samples if group]
+            if not fit:
+                raise DataError(f"eval.binary_bits: expected seen-class samples in split {train_split!r} to fit "
+                                "ITQ, got none")
+            itq = fit_itq(np.concatenate(fit), bits=bits, seed=self.seed)
+            s_codes = itq.encode(s_emb) if len(s_emb) else s_emb
+            p_codes = itq.encode(p_emb) if len(p_emb) else p_emb
+            results.update(evaluate_zero_shot(s_codes, s_lab, p_codes, p_lab, unseen, gzsl=gzsl, directions=usable,
+                                              metrics=metrics, distance="euclidean",
+                                              labels_suffix=f" ({bits}-bit ITQ, Hamming)"))
+            itq_record = {"bits": bits, "fitted_on": f"{sum(len(f) for f in fit)} seen-class embeddings of split "
+                          f"{train_split!r} (sketches and photos; no unseen-class sample, no labels)",
+                          "ranking": "Hamming distance = squared euclidean distance of the ±1 codes / 4; ties as "
+                                     "below"}
+        chance = chance_levels(s_lab, p_lab, unseen, gzsl, usable)
+        setting = "generalised zero-shot (GZSL)" if gzsl else "zero-shot (ZSL)"
+        gallery = (f"{setting}, split {cs.name} ({len(cs.seen)} seen / {len(cs.unseen)} unseen classes): queries = "
+                   f"unseen-class samples of split {split!r} (sketches: {n_unseen['sketch']}, photos: "
+                   f"{n_unseen['photo']}); "
+                   + ("gallery = every sample of that split, unseen and seen classes "
+                      f"(sketches: {len(sketches)}, photos: {len(photos)})" if gzsl
+                      else "gallery = the same unseen-class samples")
+                   + "; same-modality directions exclude the query itself; chance (random ranking, P@K ~ mAP): "
+                   + ", ".join(f"{d} {v:.3f}" for d, v in chance.items())
+                   + "".join(f"; skipped {d}: no unseen-class items on one side" for d in directions
+                             if d not in usable))
+        protocol = {
+            "dataset": data["name"],
+            "root": data.get("root"),
+            "split": split,
+            "setting": "gzsl" if gzsl else "zsl",
+            "zero_shot": {"spec": self.spec, "name": cs.name, "seen": list(cs.seen), "unseen": list(cs.unseen)},
+            "queries": {"sketch": n_unseen["sketch"], "photo": n_unseen["photo"]},
+            "gallery_items": {"sketch": len(sketches), "photo": len(photos)},
+            "gallery": gallery,
+            "directions": usable,
+            "skipped_directions": [d for d in directions if d not in usable],
+            "metrics": list(metrics),
+            "distance": ev.distance,
+            "chance": chance,
+            "chance_note": "expected P@K of a random ranking (mean fraction of relevant gallery items); mAP is about "
+                           "the same",
+            "binary": itq_record,
+            "instance_level": False,
+        }
+        return Evaluation(results, protocol, {"sketch": s_emb, "photo": p_emb})

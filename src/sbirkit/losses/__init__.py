@@ -2,11 +2,17 @@
 
 from .base import MetricLoss, match_masks
 from .contrastive import ContrastiveLoss
-from .distances import CosineDistance, Distance, EuclideanDistance, create_distance
-from .triplet import MINING, CrossModalTripletLoss
+from .distances import DISTANCES, CosineDistance, Distance, EuclideanDistance, create_distance
+from .miners import MINERS, MINING, Miner, create_miner
+from .triplet import CrossModalTripletLoss, bidirectional_triplet_loss
 
 __all__ = [
+    "DISTANCES",
+    "MINERS",
     "MINING",
+    "Miner",
+    "bidirectional_triplet_loss",
+    "create_miner",
     "ContrastiveLoss",
     "CosineDistance",
     "CrossModalTripletLoss",

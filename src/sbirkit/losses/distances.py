@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..registry import Registry
+
+DISTANCES: Registry = Registry("distance")
 _SQRT_EPS = 1e-12  # keeps the gradient of sqrt finite when two embeddings coincide
 
 
@@ -28,6 +31,7 @@ class Distance:
         return f"{type(self).__name__}()"
 
 
+@DISTANCES.register("cosine")
 class CosineDistance(Distance):
     """``1 - cos(x, y)``, in [0, 2]; inputs need not be normalised."""
 
@@ -60,14 +64,15 @@ class EuclideanDistance(Distance):
         return f"EuclideanDistance(squared={self.squared})"
 
 
+DISTANCES.register("euclidean", "L2 distance")(lambda: EuclideanDistance())
+DISTANCES.register("squared_euclidean", "squared L2 distance")(lambda: EuclideanDistance(squared=True))
+
+
 def create_distance(name: str | Distance) -> Distance:
-    """``"cosine"``, ``"euclidean"`` or ``"squared_euclidean"`` (a ``Distance`` passes through)."""
+    """A registered distance by name (``cosine``, ``euclidean``, ``squared_euclidean``); a
+    ``Distance`` passes through."""
     if isinstance(name, Distance):
         return name
-    if name == "cosine":
-        return CosineDistance()
-    if name == "euclidean":
-        return EuclideanDistance()
-    if name == "squared_euclidean":
-        return EuclideanDistance(squared=True)
-    raise ValueError(f"distance: expected 'cosine', 'euclidean' or 'squared_euclidean', got {name!r}")
+    if name not in DISTANCES:
+        raise ValueError(f"distance: expected one of {', '.join(DISTANCES.names())}, got {name!r}")
+    return DISTANCES.get(name)()

@@ -1,23 +1,15 @@
-"""Cross-modal triplet loss: a sketch anchor, its positive photo, a mined negative photo.
+"""Cross-modal triplet loss: an anchor of one modality, its positive and a mined negative of the other.
 
 Per anchor ``a`` (sketch i), positive ``p`` and negative ``n`` (photos):
 ``L = max(0, d(a, p) - d(a, n) + margin)`` (Schroff et al., FaceNet, CVPR 2015, Eq. 1), the
 form used for SBIR by Yu et al., "Sketch Me That Shoe", CVPR 2016, Eq. 1 (Triplet-SN) and
 Sangkloy et al., "The Sketchy Database", SIGGRAPH 2016. The loss is the mean over anchors
-that have at least one negative in the batch.
+that have at least one negative in the batch. Which positive and negative is the injected
+miner's choice (:mod:`sbirkit.losses.miners`: ``random``, ``hard``, ``batch_hard``,
+``semi_hard``, ``all``).
 
-Negative mining (``mining``):
-
-* ``"random"``: one negative drawn uniformly from the anchor's negatives (torch's global RNG,
-  or ``generator``), positive = photo i.
-* ``"batch_hard"``: hardest positive (largest distance among the anchor's positives) and
-  hardest negative (smallest distance) in the batch (Hermans et al., "In Defense of the Triplet
-  Loss", 2017, Eq. 5).
-* ``"all"``: positive = photo i, every negative in the batch; the mean over all these
-  triplets, zeros included (the "batch all" loss of Hermans et al., 2017, Eq. 6).
-* ``"semi_hard"``: positive = photo i; negative = the closest one *farther* than the positive,
-  ``d(a,p) < d(a,n)`` (FaceNet Sec. 3.2, Eq. 4); when every negative is closer than the
-  positive, the farthest negative is used (the TensorFlow ``triplet_semihard_loss`` convention).
+:func:`bidirectional_triplet_loss` adds the photo-anchored loss to the sketch-anchored one (the
+L_3lt term of ZSCMR, Chaudhuri et al., CVPRW 2020).
 """
 
 from __future__ import annotations
@@ -26,52 +18,61 @@ import torch
 
 from .base import MetricLoss, zero_loss
 from .distances import Distance
+from .miners import MINING, GivenNegatives, Miner, create_miner
 
-MINING = ("random", "batch_hard", "semi_hard", "all")
+__all__ = ["MINING", "CrossModalTripletLoss", "bidirectional_triplet_loss"]
 
 
 class CrossModalTripletLoss(MetricLoss):
-    """Triplet loss with sketch anchors and photo positives/negatives; see the module docstring."""
+    """Triplet loss with anchors of one modality and positives/negatives of the other."""
 
-    def __init__(self, distance: Distance | str = "cosine", margin: float = 0.2, mining: str = "random",
+    def __init__(self, distance: Distance | str = "cosine", margin: float = 0.2, mining: str | Miner = "random",
                  level: str = "class", same_class_negatives: bool = False):
         super().__init__(distance, margin, level, same_class_negatives)
-        if mining not in MINING:
-            raise ValueError(f"mining: expected one of {MINING}, got {mining!r}")
-        self.mining = mining
+        self.miner = create_miner(mining)
+        self.mining = self.miner.name
 
     def forward(self, sketch: torch.Tensor, photo: torch.Tensor, labels: torch.Tensor,
-                instances: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """``sketch``/``photo``: (B, D) embeddings of pairs; returns ``triplet``, ``loss``, ``active``."""
-        d = self.distance.pairwise(sketch, photo)
+                instances: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                distances: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``sketch`` (the anchors) / ``photo`` (the candidates): (B, D) embeddings of pairs;
+        returns ``triplet``, ``loss``, ``active`` (the fraction of non-zero hinges). ``distances``:
+        the anchors × candidates matrix when the caller has it already."""
+        d = self.distance.pairwise(sketch, photo) if distances is None else distances
         pos, neg = self.masks(labels, instances)
         valid = neg.any(dim=1)
         if not valid.any():
             z = zero_loss(sketch, photo)
             return {"triplet": z, "loss": z, "active": z.detach()}
+        rows = valid.nonzero()[:, 0]
         d, pos, neg = d[valid], pos[valid], neg[valid]
-        d_own = d.gather(1, valid.nonzero()[:, :1]).squeeze(1)  # d(sketch i, photo i)
-        inf = torch.finfo(d.dtype).max
-        if self.mining == "random":
-            j = torch.multinomial(neg.float(), 1, generator=generator)
-            d_ap, d_an = d_own, d.gather(1, j).squeeze(1)
-        elif self.mining == "all":
-            per_triplet = torch.relu(d_own[:, None] - d + self.margin)[neg]
-            loss = per_triplet.mean()
-            return {"triplet": loss, "loss": loss, "active": (per_triplet > 0).float().mean().detach()}
-        elif self.mining == "batch_hard":
-            d_ap = d.masked_fill(~pos, -inf).amax(dim=1)
-            d_an = d.masked_fill(~neg, inf).amin(dim=1)
-        else:  # semi_hard
-            d_ap = d_own
-            farther = neg & (d > d_ap[:, None])
-            closest_farther = d.masked_fill(~farther, inf).amin(dim=1)
-            farthest = d.masked_fill(~neg, -inf).amax(dim=1)
-            d_an = torch.where(farther.any(dim=1), closest_farther, farthest)
-        per_anchor = torch.relu(d_ap - d_an + self.margin)
-        loss = per_anchor.mean()
-        return {"triplet": loss, "loss": loss, "active": (per_anchor > 0).float().mean().detach()}
+        d_own = d.gather(1, rows[:, None]).squeeze(1)  # d(anchor i, candidate i)
+        d_ap, d_an = self.miner(d, d_own, pos, neg, rows, generator)
+        hinge = torch.relu(d_ap - d_an + self.margin)
+        loss = hinge.mean()
+        return {"triplet": loss, "loss": loss, "active": (hinge > 0).float().mean().detach()}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mining={self.mining!r}"
+
+
+def bidirectional_triplet_loss(sketch: torch.Tensor, photo: torch.Tensor, labels: torch.Tensor, margin: float,
+                               distance: Distance | str = "squared_euclidean",
+                               negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
+                               generator: torch.Generator | None = None,
+                               mining: str | Miner = "random") -> dict[str, torch.Tensor]:
+    """Class-level L_3lt over (sketch i, photo i) pairs: the sketch-anchored triplet loss (negative:
+    an other-class photo) plus the photo-anchored one (negative: an other-class sketch).
+
+    ``mining`` picks the negatives (see :mod:`sbirkit.losses.miners`), unless ``negatives = (photo
+    index per sketch anchor, sketch index per photo anchor)`` is given. Each side is averaged over
+    the anchors that have an other-class item; ``triplet`` is their sum.
+    """
+    miners = (GivenNegatives(negatives[0]), GivenNegatives(negatives[1])) if negatives is not None else \
+        (create_miner(mining),) * 2
+    losses = [CrossModalTripletLoss(distance, margin, miner, level="class") for miner in miners]
+    d = losses[0].distance.pairwise(sketch, photo)  # one matrix: the photo anchors read its transpose
+    terms = {"sketch_anchor": losses[0](sketch, photo, labels, generator=generator, distances=d)["triplet"],
+             "photo_anchor": losses[1](photo, sketch, labels, generator=generator, distances=d.T)["triplet"]}
+    terms["triplet"] = terms["sketch_anchor"] + terms["photo_anchor"]
+    return terms

@@ -1,28 +1,53 @@
-"""``Method``: what a training method owns (its encoder, losses and training step) and nothing more.
+"""``Method``: what a training method owns (its modules, losses, optimisers and step) and nothing more.
 
-Data loading, optimisation, checkpoints, logging and evaluation belong to :mod:`sbirkit.engine`;
-a method only says which batches it wants (:meth:`Method.sampler_spec`) and turns a batch into
-named losses (:meth:`Method.training_step`). Evaluation embeds with ``method.encoder``.
+The engine (:mod:`sbirkit.engine`) owns the loop, devices, precision, checkpoints, logging, data
+order and evaluation; a method plugs in through these hooks, each with a default that fits a
+supervised pair-batch method (the shape of PyTorch Lightning's ``LightningModule``):
+
+* :meth:`Method.setup` builds what depends on the training data (``ctx.dataset`` may be None);
+* :meth:`Method.train_source` names the batches: pairs, episodes or generated
+  (:mod:`sbirkit.engine.sources`; by default what :meth:`sampler_spec` declares);
+* :meth:`Method.configure_optimizers` returns named optimiser specs (default: one, ``"main"``);
+* :meth:`Method.training_step` turns a batch into named losses; with
+  ``manual_optimization = True`` it also back-propagates and steps through ``ctx`` itself;
+* :meth:`Method.train_mode`, :meth:`Method.init_heads`: frozen BatchNorm, PCA head start;
+* :meth:`Method.validation_metrics`: the method's own model-selection numbers when there is no
+  validation data (a data-free method).
+
+Evaluation embeds with ``method.encoder`` (``encode_sketch`` / ``encode_photo``, L2-normalised).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..engine.context import SetupContext, StepContext
+    from ..engine.optim import OptimizerSpec
+    from ..engine.options import TrainOptions
+    from ..engine.sources import TrainSource
+
+SOURCE_KINDS = ("pairs", "episodic", "generated")
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """Which batches a method trains on.
+    """Which batches a method trains on (read by the default :meth:`Method.train_source`).
 
     ``kind="pairs"``: :class:`~sbirkit.data.samplers.PairBatchSampler` with ``mode`` ("class":
     a same-class positive photo, "instance": the sketch's own photo) and optional P×K
-    ``classes_per_batch``. ``kind="episodic"``: k-shot tasks grouped by ``group_by``.
+    ``classes_per_batch``. ``kind="episodic"``: ``tasks_per_step`` k-shot tasks a step, grouped by
+    ``group_by`` ("class" or "user"), ``k_support`` + ``k_query`` pairs each. ``kind="generated"``:
+    no dataset, step numbers and seeds.
     """
 
     kind: str = "pairs"
@@ -31,16 +56,18 @@ class SamplerSpec:
     group_by: str = "class"
     k_support: int = 1
     k_query: int = 1
+    tasks_per_step: int = 1
 
 
 class Method(nn.Module):
-    """Base class: holds ``encoder`` (``encode_sketch``/``encode_photo``, L2-normalised outputs).
+    """Base class: holds ``encoder`` (a :class:`~sbirkit.models.SketchPhotoEncoder`).
 
     Subclasses declare their options as a dataclass ``Options``; :meth:`from_config` checks the
     ``method`` section of a run config against it, so a misspelt option is an error.
     """
 
     name = "method"
+    manual_optimization = False
 
     @dataclass
     class Options:
@@ -51,6 +78,7 @@ class Method(nn.Module):
         self.encoder = encoder
         self.options = options if options is not None else self.Options()
 
+    # ---- construction ---------------------------------------------------------------------------
     @classmethod
     def parse_options(cls, section: Mapping[str, Any] | None) -> Any:
         """``Options`` from a config's ``method`` section (its ``name`` key is skipped)."""
@@ -58,8 +86,8 @@ class Method(nn.Module):
         known = [f.name for f in dataclasses.fields(cls.Options)]
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(f"method.{unknown[0]}: unknown option for method {cls.name!r}; "
-                             f"expected one of: {', '.join(known)}")
+            raise ConfigError(f"method.{unknown[0]}: unknown option for method {cls.name!r}; "
+                              f"expected one of: {', '.join(known) or '(none)'}")
         return cls.Options(**values)
 
     @classmethod
@@ -70,16 +98,75 @@ class Method(nn.Module):
         options = cls.parse_options(config.get("method"))
         return cls(create_encoder(**dict(config.get("model") or {})), options)
 
-    def setup(self, dataset: Any, train_split: str | None) -> None:
-        """Called by the trainer with its dataset (seen classes only under ``data.zero_shot``) before
-        the optimiser is built: a method whose modules depend on the training classes builds them here."""
+    # ---- hooks the trainer calls, in this order -------------------------------------------------
+    def setup(self, ctx: SetupContext) -> None:
+        """Before the source and optimisers are built, with the training data (``ctx.dataset``: seen
+        classes only under ``data.zero_shot``; None for a dataset-free run): a method whose modules
+        depend on the training classes builds them here."""
 
     def sampler_spec(self) -> SamplerSpec:
         return SamplerSpec()
 
-    def training_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Named losses for one batch; ``"loss"`` is the total the engine back-propagates."""
+    def train_source(self, ctx: SetupContext) -> TrainSource:
+        """The batches to train on; by default the kind :meth:`sampler_spec` declares."""
+        spec = self.sampler_spec()
+        if spec.kind == "pairs":
+            return ctx.pairs(spec.mode, spec.classes_per_batch)
+        if spec.kind in ("episodic", "episodes"):
+            return ctx.episodes(spec.group_by, spec.k_support, spec.k_query, spec.tasks_per_step)
+        if spec.kind == "generated":
+            return ctx.generated()
+        raise ConfigError(f"method {self.name!r}: sampler_spec kind: expected one of {', '.join(SOURCE_KINDS)}, "
+                          f"got {spec.kind!r}")
+
+    def init_heads(self, kind: str, training_features: Callable[[str], np.ndarray]) -> dict[str, Any] | None:
+        """``train.head_init`` (``default``: leave the heads; ``pca``: see :mod:`sbirkit.engine.head_init`).
+        ``training_features(m)`` gives the backbone features of the training samples of modality m."""
+        from ..engine.head_init import init_heads
+
+        return init_heads(kind, self.encoder, training_features)
+
+    def configure_optimizers(self, train: TrainOptions) -> dict[str, OptimizerSpec]:
+        """Named optimiser specs; the default is one optimiser over every trainable parameter, the
+        backbones in a group of their own at ``train.backbone_lr`` when it is set."""
+        from ..engine.optim import OptimizerSpec, default_param_groups
+
+        return {"main": OptimizerSpec(default_param_groups(self, train, self.encoder.backbone_parameters()))}
+
+    def train_mode(self, train: TrainOptions) -> None:
+        """``self.train()``; with ``train.backbone_bn: frozen`` the backbones' BatchNorm layers stay in
+        eval mode (their running statistics are used and kept)."""
+        self.train()
+        if train.backbone_bn == "frozen":
+            self.encoder.freeze_backbone_norm()
+
+    def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        """Named losses for one batch; ``"loss"`` is the total the engine back-propagates (in manual
+        mode the method has already stepped through ``ctx``, and every value is only logged)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement training_step()")
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def validation_metrics(self, ctx: SetupContext) -> dict[str, float] | None:
+        """Model-selection numbers of the method's own (e.g. on generated data), used when there is
+        no validation data; None = no selection."""
+        return None
+
+    # ---- helpers for training steps -------------------------------------------------------------
+    @staticmethod
+    def inputs_are_features(batch: Mapping[str, Any]) -> bool:
+        return batch.get("inputs") == "features"
+
+    def backbone_features(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor:
+        """The pooled backbone features of a batch side: the batch's own values when the source
+        serves cached features, else the branch's ``features`` of its images."""
+        x = batch[modality]
+        return x if self.inputs_are_features(batch) else self.encoder.branch(modality).features(x)
+
+    def embed_side(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor:
+        """The embeddings of a batch side (images or cached features)."""
+        x = batch[modality]
+        if self.inputs_are_features(batch):
+            return self.encoder.encode_features(x, modality)
+        return self.encoder.encode(x, modality)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return self.training_step(batch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,15 +21,18 @@ from ..losses import ContrastiveLoss, CrossModalTripletLoss
 from . import register_method
 from .base import Method, SamplerSpec
 
+if TYPE_CHECKING:
+    from ..engine.context import StepContext
+
 
 class PairLossMethod(Method):
     """Encode both sides of each pair, then apply ``self.loss`` to the two embedding batches."""
 
     loss: torch.nn.Module
 
-    def training_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sketch = self.encoder.encode_sketch(batch["sketch"])
-        photo = self.encoder.encode_photo(batch["photo"])
+    def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        sketch = self.embed_side(batch, "sketch")
+        photo = self.embed_side(batch, "photo")
         return self.loss(sketch.float(), photo.float(), batch["label"], batch.get("instance"))
 
     def sampler_spec(self) -> SamplerSpec:

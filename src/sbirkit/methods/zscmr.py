@@ -22,17 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from ..losses import create_distance
-from ..losses.distances import Distance
+from ..losses import MINING, bidirectional_triplet_loss, create_distance
 from . import register_method
 from .base import Method, SamplerSpec
+
+if TYPE_CHECKING:
+    from ..engine.context import SetupContext, StepContext
 
 TERMS = ("cmd", "triplet", "rcs", "class")
 PROJECTIONS = ("learned", "fixed")
@@ -43,59 +45,6 @@ def semantic_alignment_loss(photo: torch.Tensor, sketch: torch.Tensor, targets: 
     """L_cmd: squared L2 distance of each embedding to its class's projected semantic vector,
     averaged over the batch, photo term + sketch term."""
     return (photo - targets).pow(2).sum(1).mean() + (sketch - targets).pow(2).sum(1).mean()
-
-
-MINING = ("random", "hard")
-
-
-def _random_negatives(other: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One column per row, drawn uniformly among the row's True entries (any column if none)."""
-    weights = torch.where(other.any(1, keepdim=True), other.float(), torch.ones_like(other, dtype=torch.float))
-    return torch.multinomial(weights, 1, generator=generator).squeeze(1)
-
-
-def _hardest_negatives(d: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Per row, the closest column among the row's True entries (any column if none)."""
-    return d.detach().masked_fill(~other, float("inf")).argmin(dim=1)
-
-
-def bidirectional_triplet_loss(sketch: torch.Tensor, photo: torch.Tensor, labels: torch.Tensor, margin: float,
-                               distance: Distance | str = "squared_euclidean",
-                               negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
-                               generator: torch.Generator | None = None,
-                               mining: str = "random") -> dict[str, torch.Tensor]:
-    """L_3lt over (sketch i, photo i) positive pairs: per anchor ``max(0, d(a, p) - d(a, n) + margin)``.
-
-    Sketch anchor i: positive photo i, negative an other-class photo; photo anchor i: positive
-    sketch i, negative an other-class sketch. Negatives are drawn at random in the batch
-    (``mining="random"``), or are the closest other-class item (``"hard"``), unless
-    ``negatives = (photo index per sketch anchor, sketch index per photo anchor)`` is given. Each
-    side is averaged over the anchors that have an other-class item; ``triplet`` is their sum.
-    """
-    if mining not in MINING:
-        raise ValueError(f"mining: expected one of {MINING}, got {mining!r}")
-    dist = create_distance(distance)
-    d = dist.pairwise(sketch, photo)  # d[i, j] = d(sketch i, photo j)
-    other = labels[:, None] != labels[None, :]
-    if negatives is None and mining == "hard":
-        neg_photo, neg_sketch = _hardest_negatives(d, other), _hardest_negatives(d.T, other.T)
-    elif negatives is None:
-        neg_photo = _random_negatives(other, generator)
-        neg_sketch = _random_negatives(other.T, generator)
-    else:
-        neg_photo, neg_sketch = (torch.as_tensor(n, dtype=torch.long, device=d.device) for n in negatives)
-        rows = torch.arange(len(labels), device=d.device)
-        if not bool(other[rows, neg_photo].all()) or not bool(other[neg_sketch, rows].all()):
-            raise ValueError("negatives: expected items of another class than the anchor")
-    positive = d.diagonal()
-    rows = torch.arange(len(labels), device=d.device)
-    terms = {}
-    for name, d_an, valid in (("sketch_anchor", d[rows, neg_photo], other.any(1)),
-                              ("photo_anchor", d[neg_sketch, rows], other.any(0))):
-        hinge = torch.relu(positive - d_an + margin)
-        terms[name] = hinge[valid].mean() if bool(valid.any()) else positive.sum() * 0.0
-    terms["triplet"] = terms["sketch_anchor"] + terms["photo_anchor"]
-    return terms
 
 
 def reconstruction_loss(sketch_from_photo: torch.Tensor, sketch_features: torch.Tensor,
@@ -175,7 +124,7 @@ class ZSCMR(Method):
         w_class: float = 1.0
         margin: float = 0.2  # alpha of L_3lt
         distance: str = "squared_euclidean"  # of L_3lt
-        mining: str = "random"  # L_3lt negatives: random | hard (the closest other-class item)
+        mining: str = "random"  # L_3lt negatives (sbirkit.losses.miners): random | hard (closest other-class) | ...
         class_scale: float = 16.0  # C_I, C_S: cosine classifiers, logits = scale * cos
         decoder_hidden: int = 512  # hidden width of g_is and g_si (0 = linear)
         pairs: str = "auto"  # auto: instance pairs where the dataset has them, else same-class pairs
@@ -224,10 +173,12 @@ class ZSCMR(Method):
         self.classify_photo = CosineClassifier(embed, len(self.seen_classes), self.options.class_scale)
         self.classify_sketch = CosineClassifier(embed, len(self.seen_classes), self.options.class_scale)
 
-    def setup(self, dataset: Any, train_split: str | None) -> None:
+    def setup(self, ctx: SetupContext) -> None:
         """Seen classes = the classes of the training split; one semantic vector per seen class name
         only (unseen names are not looked up); instance pairs as positives where the split has them."""
         from ..semantics import class_vectors
+
+        dataset, train_split = ctx.require_dataset("(sketch, photo) pairs"), ctx.train_split
 
         seen = sorted({s.class_index for s in dataset.select(split=train_split)})
         if len(seen) < 2:
@@ -254,7 +205,7 @@ class ZSCMR(Method):
     def seen_targets(self, labels: torch.Tensor) -> torch.Tensor:
         """Dataset class indices -> positions among the seen classes; an unseen label is an error."""
         if self.seen_lookup is None:
-            raise RuntimeError("ZSCMR: call setup(dataset, train_split) (the trainer does) before training")
+            raise RuntimeError("ZSCMR: call setup(ctx) (the trainer does) before training")
         bad = (labels < 0) | (labels >= len(self.seen_lookup))
         targets = self.seen_lookup[labels.clamp(0, len(self.seen_lookup) - 1)]
         bad |= targets < 0
@@ -271,12 +222,11 @@ class ZSCMR(Method):
     def sampler_spec(self) -> SamplerSpec:
         return SamplerSpec(kind="pairs", mode=self.mode, classes_per_batch=self.options.classes_per_batch)
 
-    def training_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
         enc, o = self.encoder, self.options
-        sketch_branch, photo_branch = enc.branch("sketch"), enc.branch("photo")
-        f_sketch = sketch_branch.features(batch["sketch"]).float()
-        f_photo = photo_branch.features(batch["photo"]).float()
-        e_sketch, e_photo = sketch_branch.head(f_sketch), photo_branch.head(f_photo)
+        f_sketch = self.backbone_features(batch, "sketch").float()
+        f_photo = self.backbone_features(batch, "photo").float()
+        e_sketch, e_photo = enc.encode_features(f_sketch, "sketch"), enc.encode_features(f_photo, "photo")
         targets = self.seen_targets(batch["label"])
         out: dict[str, torch.Tensor] = {}
         total = e_sketch.sum() * 0.0

@@ -11,17 +11,12 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from ..registry import Registry
+from ..errors import UnknownNameError
 from .base import Backbone
+from .registry import BACKBONES, FAMILIES, register_backbone
 from .weights import WeightsError
 
-BACKBONES: Registry[Backbone] = Registry("backbone")
-FAMILIES = ("timm/", "tv/")
-
-
-def register_backbone(name: str, help: str | None = None):
-    """Decorator: register ``factory(in_chans=3, **options) -> Backbone`` under ``name``."""
-    return BACKBONES.register(name, help)
+__all__ = ["BACKBONES", "FAMILIES", "create_backbone", "list_backbones", "register_backbone"]
 
 
 def _load_builtin_backbones() -> None:
@@ -39,7 +34,7 @@ def _build(name: str, in_chans: int, **kw) -> Backbone:
         return TorchvisionBackbone(name[len("tv/") :], in_chans=in_chans, **kw)
     if name not in BACKBONES:
         known = ", ".join(BACKBONES.names())
-        raise KeyError(f"unknown backbone {name!r}; known: {known}, or timm/<model>, tv/<model>")
+        raise UnknownNameError(f"unknown backbone {name!r}; known: {known}, or timm/<model>, tv/<model>")
     return BACKBONES.get(name)(in_chans=in_chans, **kw)
 
 
@@ -89,3 +84,23 @@ def list_backbones(pattern: str | None = None) -> list[str]:
 
         return ["tv/" + n for n in fnmatch.filter(supported_torchvision_models(), pattern[len("tv/") :])]
     return fnmatch.filter(BACKBONES.names(), pattern)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise :class:`~sbirkit.errors.UnknownNameError` unless ``name`` names a backbone, without
+    building it (registered names, ``timm/<model>``, ``tv/<model>``)."""
+    _load_builtin_backbones()
+    if name.startswith("timm/"):
+        import timm
+
+        if timm.is_model(name[len("timm/"):]):
+            return
+    elif name.startswith("tv/"):
+        from .torchvision_backbones import supported_torchvision_models
+
+        if name[len("tv/"):] in supported_torchvision_models():
+            return
+    elif name in BACKBONES:
+        return
+    raise UnknownNameError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES.names())}, "
+                           "or timm/<model> (timm.list_models()), tv/<model> (sbirkit list)")

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import register_backbone
 from .base import Backbone
+from .registry import register_backbone
 from .weights import WeightsError, fit_state_dict
 
 KERAS_SUFFIXES = (".h5", ".hdf5")

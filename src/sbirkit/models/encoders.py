@@ -92,8 +92,12 @@ class Encoder(nn.Module):
             return self.attention(self.backbone.forward_features(x))
         return self.backbone(x)
 
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The embedding of pooled features (what :meth:`features` returns, e.g. read from a cache)."""
+        return self.head(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.encode_features(self.features(x))
 
 
 class SketchPhotoEncoder(nn.Module):
@@ -139,6 +143,38 @@ class SketchPhotoEncoder(nn.Module):
 
     def encode(self, x: torch.Tensor, modality: str | Modality) -> torch.Tensor:
         return self.branch(modality)(x)
+
+    def encode_features(self, features: torch.Tensor, modality: str | Modality) -> torch.Tensor:
+        """Embed backbone features (e.g. from a feature cache) with ``modality``'s head."""
+        return self.branch(modality).encode_features(features)
+
+    # ---- hooks the engine calls (it never reaches into the branches itself) ----------------------
+    def branches(self) -> list[Encoder]:
+        """The distinct branches (one when shared)."""
+        return [self.encoder] if self.shared else [self.sketch_encoder, self.photo_encoder]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Every backbone parameter (for a learning rate of their own when fine-tuning)."""
+        return [p for branch in self.branches() for p in branch.backbone.parameters()]
+
+    def freeze_backbones(self) -> None:
+        """Stop training the backbones (no gradients, eval mode): for heads on cached features,
+        which need the pooled vector; spatial attention would need the feature map."""
+        for branch in self.branches():
+            if branch.attention is not None:
+                raise ValueError("train.cached_features: model.attention must be false (spatial attention is "
+                                 "trained on the backbone's feature map, which the cache does not keep)")
+            for p in branch.backbone.parameters():
+                p.requires_grad_(False)
+            branch.backbone.eval()
+
+    def freeze_backbone_norm(self) -> None:
+        """Put the backbones' BatchNorm layers in eval mode: their running statistics are used and
+        kept, not re-estimated from the training batches (``train.backbone_bn: frozen``)."""
+        for branch in self.branches():
+            for module in branch.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def encode_sketch(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x, Modality.SKETCH)

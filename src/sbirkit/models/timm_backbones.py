@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import UnknownNameError
 from .base import Backbone
 
 
@@ -23,7 +24,7 @@ class TimmBackbone(Backbone):
         import timm
 
         if not timm.is_model(model_name):
-            raise KeyError(f"unknown timm model {model_name!r} (see timm.list_models() or list_backbones('timm/*'))")
+            raise UnknownNameError(f"unknown timm model {model_name!r} (see timm.list_models() or list_backbones('timm/*'))")
         self.model = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_chans, **kw)
         self.feature_channels = int(self.model.num_features)
         self.num_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)

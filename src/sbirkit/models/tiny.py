@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import register_backbone
 from .base import Backbone
+from .registry import register_backbone
 
 
 class TinyCNN(Backbone):

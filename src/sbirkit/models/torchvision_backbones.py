@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnknownNameError
 from .base import IMAGENET_STATS, Backbone
 
 # name prefixes of the families whose feature map and pooled feature this wrapper knows
@@ -66,7 +67,7 @@ class TorchvisionBackbone(Backbone):
 
         supported = supported_torchvision_models()
         if arch not in supported:
-            raise KeyError(f"unknown or unsupported torchvision model {arch!r}; supported: {', '.join(supported)}")
+            raise UnknownNameError(f"unknown or unsupported torchvision model {arch!r}; supported: {', '.join(supported)}")
         model = torchvision.models.get_model(arch, weights=None, **kw)
         if isinstance(getattr(model, "fc", None), nn.Linear):
             self.num_features = model.fc.in_features

@@ -7,6 +7,7 @@ as the model's ``modules.json`` says). ``model_dir`` points at any other local c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -27,10 +28,22 @@ class MissingDependencyError(SbirkitError, ImportError):
     """An optional package a source needs is not installed; the message names the pip command."""
 
 
-def _offline() -> None:
-    """Forbid Hugging Face downloads in this process before transformers is imported."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+@contextlib.contextmanager
+def _offline():
+    """Forbid Hugging Face downloads while the model is imported and loaded (the libraries read
+    these variables then); the process environment is restored afterwards, so child processes and
+    the user's own code see the variables as they were."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    before = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "1" for n in names})
+    try:
+        yield
+    finally:
+        for n, v in before.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def default_model_dir() -> Path:
@@ -46,15 +59,15 @@ def default_model_dir() -> Path:
 
 @functools.lru_cache(maxsize=2)
 def _load_model(model_dir: str, device: str):
-    _offline()
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise MissingDependencyError(f"source 'minilm' needs sentence-transformers: {INSTALL_HINT}") from None
-    kwargs = {"device": device}
-    if "local_files_only" in inspect.signature(SentenceTransformer.__init__).parameters:
-        kwargs["local_files_only"] = True
-    return SentenceTransformer(model_dir, **kwargs)
+    with _offline():
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise MissingDependencyError(f"source 'minilm' needs sentence-transformers: {INSTALL_HINT}") from None
+        kwargs = {"device": device}
+        if "local_files_only" in inspect.signature(SentenceTransformer.__init__).parameters:
+            kwargs["local_files_only"] = True
+        return SentenceTransformer(model_dir, **kwargs)
 
 
 def _check_template(template: str) -> None:

@@ -1,0 +1,142 @@
+"""What the trainer hands a method: :class:`SetupContext` before training, :class:`StepContext` per step.
+
+``SetupContext`` carries the run (config, typed options, device, seed, folder) and the training
+data, which may be ``None`` for a method that makes its own; it builds the sources a method can
+name (:meth:`SetupContext.pairs`, :meth:`~SetupContext.episodes`, :meth:`~SetupContext.generated`).
+
+``StepContext`` is the step's handle on the optimisers. In the default, automatic mode the
+trainer back-propagates ``out["loss"]`` and steps every optimiser; a method with
+``manual_optimization = True`` does it itself, in any order, for alternating updates::
+
+    ctx.zero_grad("generator"); ctx.backward(loss_g, "generator"); ctx.step("generator")
+    ctx.zero_grad("student");   ctx.backward(loss_s, "student");   ctx.step("student")
+
+Schedules advance once per trainer step whatever the method did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.samplers import EpisodicTaskSampler, PairBatchSampler
+from ..errors import ConfigError
+from .optim import NamedOptimizer
+from .options import DataOptions, EvalOptions, TrainOptions
+from .sources import EpisodeSource, GeneratedSource, PairSource
+
+
+@dataclass
+class SetupContext:
+    """The run as a method sees it before the first step (see the module docstring)."""
+
+    config: Mapping[str, Any]
+    data: DataOptions
+    train: TrainOptions
+    eval: EvalOptions
+    dataset: Any | None  # the training view (seen classes only under data.zero_shot), or None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    run_dir: Path | None = None
+    seed: int = 0
+    resuming: bool = False
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, train_split: str | None = "train", **overrides: Any) -> SetupContext:
+        """A context with the engine defaults around ``dataset`` (for using a method outside the trainer)."""
+        from .options import defaults
+
+        config = {"method": {}, "data": {**defaults(DataOptions), "train_split": train_split},
+                  "train": defaults(TrainOptions), "eval": defaults(EvalOptions)}
+        return cls(config, DataOptions(**config["data"]), TrainOptions(**config["train"]),
+                   EvalOptions(**config["eval"]), dataset, **overrides)
+
+    @property
+    def train_split(self) -> str | None:
+        return self.data.train_split
+
+    def require_dataset(self, what: str) -> Any:
+        if self.dataset is None:
+            method = self.config.get("method", {}).get("name")
+            raise ConfigError(f"data.name: method {method!r} trains on {what} from a dataset; set data.name "
+                              "(it is null)")
+        return self.dataset
+
+    def pairs(self, mode: str = "class", classes_per_batch: int | None = None) -> PairSource:
+        """(sketch, photo) pair batches of ``train.batch_size`` from the training split."""
+        sampler = PairBatchSampler(self.require_dataset("pair batches"), self.train_split, self.train.batch_size,
+                                   mode, classes_per_batch, seed=self.seed)
+        return PairSource(sampler)
+
+    def episodes(self, group_by: str = "class", k_support: int = 1, k_query: int = 1,
+                 tasks_per_step: int = 1) -> EpisodeSource:
+        """k-shot tasks (one category or one user each) from the training split."""
+        sampler = EpisodicTaskSampler(self.require_dataset("episodes"), self.train_split, group_by, k_support,
+                                      k_query, seed=self.seed)
+        return EpisodeSource(sampler, tasks_per_step)
+
+    def generated(self, batch_size: int | None = None) -> GeneratedSource:
+        """Step numbers and seeds only: for a method that generates its own training data."""
+        return GeneratedSource(self.seed, batch_size or self.train.batch_size)
+
+
+class StepContext:
+    """One training step's view of the optimisers (see the module docstring)."""
+
+    def __init__(self, global_step: int, device: torch.device, optimizers: Mapping[str, NamedOptimizer],
+                 seed: int = 0, autocast_dtype: torch.dtype | None = None):
+        self.global_step = int(global_step)
+        self.device = device
+        self._optimizers = dict(optimizers)
+        self.seed = int(seed)
+        self.autocast_dtype = autocast_dtype
+        self.stepped: set[str] = set()
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {name: o.optimizer for name, o in self._optimizers.items()}
+
+    def _get(self, name: str | None) -> NamedOptimizer:
+        if name is None:
+            if len(self._optimizers) != 1:
+                raise ConfigError(f"ctx: name one of the optimisers {', '.join(self._optimizers)}")
+            return next(iter(self._optimizers.values()))
+        if name not in self._optimizers:
+            raise ConfigError(f"ctx: unknown optimiser {name!r}; the method configured {', '.join(self._optimizers)}")
+        return self._optimizers[name]
+
+    def zero_grad(self, name: str | None = None) -> None:
+        self._get(name).optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, name: str | None = None, retain_graph: bool = False) -> None:
+        """Back-propagate ``loss`` (scaled by ``name``'s gradient scaler under fp16 autocast)."""
+        self._get(name).scaler.scale(loss).backward(retain_graph=retain_graph)
+
+    def step(self, name: str | None = None) -> None:
+        """Clip (the spec's ``grad_clip``) and step optimiser ``name``, then update its scaler."""
+        opt = self._get(name)
+        if opt.grad_clip > 0:
+            opt.scaler.unscale_(opt.optimizer)
+            torch.nn.utils.clip_grad_norm_(opt.parameters(), opt.grad_clip)
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        self.stepped.add(opt.name)
+
+    def autocast(self):
+        """The trainer's mixed-precision context (a no-op on CPU)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def generator(self, stream: int = 0) -> torch.Generator:
+        """A generator on the device seeded by (run seed, step, ``stream``): random numbers that a
+        resumed run draws identically without any saved state."""
+        import numpy as np
+
+        seed = int(np.random.SeedSequence([self.seed & 0xFFFFFFFF, self.global_step, int(stream), 0x57E9])
+                   .generate_state(1, np.uint64)[0]) >> 1
+        return torch.Generator(device=self.device).manual_seed(seed)

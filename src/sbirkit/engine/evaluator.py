@@ -1,0 +1,67 @@
+"""``Evaluator``: the one path from a model and samples to retrieval metrics.
+
+The trainer's periodic validation, :func:`sbirkit.engine.evaluate.evaluate_run` (``sbirkit
+eval``), the zero-shot protocol and the demo all embed through an ``Evaluator`` and score through
+a :class:`~sbirkit.engine.protocols.Protocol`. It embeds each set of samples once, from images or
+from the run's feature cache, with the method's encoder or one handed in (an adapted encoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.records import Sample
+from . import inference
+
+Embedded = tuple[np.ndarray, np.ndarray, list]  # (N×D float32 embeddings, class labels, instance ids)
+
+
+class Evaluator:
+    """Embeds samples of ``dataset`` with ``encoder`` (see the module docstring).
+
+    ``features``: a :class:`~sbirkit.engine.feature_cache.FeatureStore` when the run trains on
+    cached backbone features; samples are then embedded from the cache through the heads.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, dataset: Any, *, batch_size: int = 128,
+                 device: str | torch.device | None = None, features: Any | None = None, progress: bool = False):
+        self.encoder, self.dataset = encoder, dataset
+        self.batch_size, self.features, self.progress = int(batch_size), features, progress
+        self.device = torch.device(device) if device is not None else \
+            next(iter(encoder.parameters()), torch.empty(0)).device
+
+    def embed(self, samples: Sequence[Sample], encoder: torch.nn.Module | None = None) -> Embedded:
+        """``(embeddings, labels, instances)`` of samples of one modality, in order."""
+        encoder = encoder if encoder is not None else self.encoder
+        samples = list(samples)
+        if self.features is not None:
+            return self.features.embedder(encoder, self.dataset)(samples)
+        return inference.embed_samples(encoder, self.dataset, samples, self.batch_size, self.device, self.progress)
+
+    def split(self, split: str | None) -> tuple[list[Sample], list[Sample]]:
+        """``(sketches, photos)`` of a split."""
+        return self.dataset.sketches(split), self.dataset.photos(split)
+
+    def directions(self, sketches: Sequence[Sample], photos: Sequence[Sample], directions: Sequence[str],
+                   distance: str, *, per_query: bool = False, encoder: torch.nn.Module | None = None):
+        """Embed both sides once and score every direction: ``(results, {"sketch": emb, "photo": emb},
+        instance_level)``. Acc@K is added to cross-modal directions where sketches pair with photos."""
+        from ..eval import evaluate_directions
+
+        s_emb, s_lab, s_inst = self.embed(sketches, encoder)
+        p_emb, p_lab, p_inst = self.embed(photos, encoder)
+        fine = any(i is not None for i in s_inst) and any(i is not None for i in p_inst)
+        results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, directions=list(directions),
+                                      sketch_instances=s_inst if fine else None,
+                                      photo_instances=p_inst if fine else None, distance=distance,
+                                      return_per_query=per_query)
+        return results, {"sketch": s_emb, "photo": p_emb}, fine
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """``{"<direction>/<metric>": value}`` of a results dict (what validation logs and selects on)."""
+    return {f"{d}/{k}": v for d, r in results.items() for k, v in r.metrics.items()}

@@ -1,0 +1,232 @@
+"""Training sources: where a method's batches come from, in a resumable order.
+
+A method names its source (:meth:`sbirkit.methods.base.Method.train_source`); the trainer only
+iterates it. Every source has
+
+* ``batches(start_step)``: the *plans* of steps ``start_step, start_step + 1, ...`` (small,
+  picklable descriptions: index pairs, a task, a seed), a pure function of the run seed and
+  the step, so a resumed run sees exactly the batches an uninterrupted one would have seen;
+* ``collate(plan)``: the plan made into a batch of tensors (run inside DataLoader workers when
+  ``train.num_workers > 0``).
+
+Three kinds:
+
+* :class:`PairSource`: (sketch, photo) pair batches from a :class:`~sbirkit.data.samplers.PairBatchSampler`;
+  a batch is ``{"sketch", "photo", "label", "instance", "sketch_index", "photo_index", "inputs"}``.
+* :class:`EpisodeSource`: k-shot tasks from an :class:`~sbirkit.data.samplers.EpisodicTaskSampler`;
+  a batch is ``{"tasks": [{"group", "support": pair batch, "query": pair batch}, ...], "inputs"}``.
+* :class:`GeneratedSource`: no dataset; a batch is ``{"step", "seed", "batch_size", "inputs"}``
+  for a method that makes its own data (seed it with ``batch["seed"]``).
+
+``batch["inputs"]`` says what the image slots hold: ``"images"``, or ``"features"`` when the
+source serves frozen-backbone features from the cache (:meth:`with_features`; the method then
+embeds with ``encoder.encode_features``). Batches are nested dicts and lists; the trainer moves
+every tensor in them to the device with one tree map (:func:`to_device`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from ..data.samplers import EpisodicTask, EpisodicTaskSampler, PairBatchSampler, PairDataset
+from ..errors import ConfigError
+
+SOURCE_KINDS = ("pairs", "episodes", "generated")
+
+
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor of a nested batch (dicts, lists, tuples) to ``device``; leave the rest."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+class TrainSource:
+    """Base class of the three source kinds (see the module docstring)."""
+
+    kind = "source"
+    inputs = "images"
+
+    def batches(self, start_step: int = 0) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def collate(self, plan: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What ``meta.json`` records about the source."""
+        return {"kind": self.kind, "inputs": self.inputs}
+
+    # the training samples, for what is fitted before the first step (head_init: pca)
+    def samples(self, modality: str) -> list:
+        raise ConfigError(f"a {self.kind} source has no training samples to fit on (train.head_init needs them)")
+
+    def with_features(self, store, encoder) -> TrainSource:
+        """The same source serving cached backbone features (``train.cached_features``)."""
+        raise ConfigError(f"train.cached_features: a {self.kind} source has no images to cache features of")
+
+
+class _SampledSource(TrainSource):
+    """A source over a dataset's training samples: pairs or episodes of (sketch, photo) items."""
+
+    def __init__(self, sampler, items: PairDataset | None = None):
+        self.sampler = sampler
+        self.items = items if items is not None else PairDataset.for_sampler(sampler)
+        self.inputs = "features" if hasattr(self.items, "features_of") else "images"
+
+    def samples(self, modality: str) -> list:
+        return list(self.sampler.sketches if modality == "sketch" else self.sampler.photos)
+
+    def cached_features(self, modality: str) -> np.ndarray | None:
+        """The cached features of :meth:`samples` (None when the source serves images)."""
+        return self.items.features_of(modality) if hasattr(self.items, "features_of") else None
+
+    def pair_batch(self, pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        return default_collate([self.items[p] for p in pairs])
+
+    def with_features(self, store, encoder) -> TrainSource:
+        from .feature_cache import FeaturePairs
+
+        encoder.freeze_backbones()
+        sampler = self.sampler
+        items = FeaturePairs(sampler.dataset, sampler.sketches, sampler.photos,
+                             store.features(encoder.branch("sketch"), sampler.dataset, sampler.sketches),
+                             store.features(encoder.branch("photo"), sampler.dataset, sampler.photos))
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.items, clone.inputs = items, "features"
+        return clone
+
+
+class PairSource(_SampledSource):
+    """Pair batches in the sampler's resumable order (batches of epoch ``e`` are a function of
+    ``(seed, e)``; global step ``s`` is batch ``s % len`` of epoch ``s // len``)."""
+
+    kind = "pairs"
+
+    def __init__(self, sampler: PairBatchSampler, items: PairDataset | None = None):
+        super().__init__(sampler, items)
+
+    def batches(self, start_step: int = 0) -> Iterator[list[tuple[int, int]]]:
+        return self.sampler.batches(start_step)
+
+    def collate(self, plan: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        batch = self.pair_batch(plan)
+        batch["inputs"] = self.inputs
+        return batch
+
+    def describe(self) -> dict[str, Any]:
+        s = self.sampler
+        return {**super().describe(), "mode": s.mode, "batch_size": s.batch_size,
+                "classes_per_batch": s.classes_per_batch, "pairs": len(s.sketches), "skipped": s.skipped}
+
+
+class EpisodeSource(_SampledSource):
+    """``tasks_per_step`` k-shot tasks per step: step ``s`` holds tasks ``s*T .. s*T + T - 1`` of
+    the sampler's stream (task ``t`` is a function of ``(seed, t)``)."""
+
+    kind = "episodes"
+
+    def __init__(self, sampler: EpisodicTaskSampler, tasks_per_step: int = 1, items: PairDataset | None = None):
+        if int(tasks_per_step) < 1:
+            raise ConfigError(f"tasks_per_step: expected a positive integer, got {tasks_per_step!r}")
+        super().__init__(sampler, items)
+        self.tasks_per_step = int(tasks_per_step)
+
+    def batches(self, start_step: int = 0) -> Iterator[list[EpisodicTask]]:
+        step = int(start_step)
+        while True:
+            first = step * self.tasks_per_step
+            yield [self.sampler.task(first + j) for j in range(self.tasks_per_step)]
+            step += 1
+
+    def collate(self, plan: Sequence[EpisodicTask]) -> dict[str, Any]:
+        tasks = [{"group": t.group, "support": self.pair_batch(t.support), "query": self.pair_batch(t.query)}
+                 for t in plan]
+        return {"tasks": tasks, "inputs": self.inputs}
+
+    def describe(self) -> dict[str, Any]:
+        s = self.sampler
+        return {**super().describe(), "group_by": s.group_by, "k_support": s.k_support, "k_query": s.k_query,
+                "tasks_per_step": self.tasks_per_step, "groups": list(s.groups),
+                "skipped_groups": dict(s.skipped_groups)}
+
+
+class GeneratedSource(TrainSource):
+    """No dataset: step ``s`` is ``{"step": s, "seed": ..., "batch_size": B}``, the seed a fixed
+    function of ``(run seed, s)``, for a method that generates its own training data."""
+
+    kind = "generated"
+
+    def __init__(self, seed: int, batch_size: int):
+        self.seed, self.batch_size = int(seed), int(batch_size)
+
+    def step_seed(self, step: int) -> int:
+        """A 63-bit seed for step ``step`` (``torch.Generator().manual_seed(seed)``)."""
+        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, int(step), 0x6E4]).generate_state(1, np.uint64)
+        return int(state[0]) >> 1
+
+    def batches(self, start_step: int = 0) -> Iterator[int]:
+        step = int(start_step)
+        while True:
+            yield step
+            step += 1
+
+    def collate(self, plan: int) -> dict[str, Any]:
+        return {"step": torch.tensor(int(plan)), "seed": self.step_seed(int(plan)), "batch_size": self.batch_size,
+                "inputs": "generated"}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "inputs": "generated", "batch_size": self.batch_size}
+
+
+class StepWindow:
+    """Steps ``start .. start + count - 1`` of a source, as a DataLoader ``batch_sampler``: each
+    "batch" is a one-element list holding the step's plan (collated by :class:`PlanDataset`)."""
+
+    def __init__(self, source: TrainSource, start: int, count: int):
+        self.source, self.start, self.count = source, int(start), max(0, int(count))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        plans = self.source.batches(self.start)
+        for _ in range(self.count):
+            yield [next(plans)]
+
+
+class PlanDataset(torch.utils.data.Dataset):
+    """``dataset[plan]`` is ``source.collate(plan)`` (so workers build whole batches)."""
+
+    def __init__(self, source: TrainSource):
+        self.source = source
+
+    def __getitem__(self, plan: Any) -> dict[str, Any]:
+        return self.source.collate(plan)
+
+    def __len__(self) -> int:  # pragma: no cover - only batch_sampler indexing is used
+        raise TypeError("PlanDataset is indexed by plans, not by position")
+
+
+def first_item(items: list[Any]) -> Any:
+    """The DataLoader ``collate_fn`` for :class:`StepWindow`: the step's one batch."""
+    return items[0]
+
+
+def step_loader(source: TrainSource, start: int, count: int, num_workers: int = 0, pin_memory: bool = False,
+                seed: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over steps ``start .. start + count - 1`` of ``source``. It has its own
+    generator, so building it leaves the global RNG untouched (resumed runs stay exact)."""
+    return torch.utils.data.DataLoader(PlanDataset(source), batch_sampler=StepWindow(source, start, count),
+                                       collate_fn=first_item, num_workers=num_workers, pin_memory=pin_memory,
+                                       generator=torch.Generator().manual_seed(int(seed)))
