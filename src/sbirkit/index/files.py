@@ -3,6 +3,27 @@
 These are the steps between a user's files and :class:`~sbirkit.index.gallery.GalleryIndex`:
 read a sketch (PNG/JPG/SVG/Quick, Draw! ndjson) as the image a model expects, list and embed a
 photo folder (skipping, counting and reporting unreadable files), and hand back item dicts.
+
+Limits on query sketches (:func:`load_query_sketch`; ``embed_image_files(modality="sketch")``
+uses the same path):
+
+* a raster file over :data:`~sbirkit.data.dataset.MAX_IMAGE_PIXELS` (50 MP) is refused before it
+  is decoded; shrinking is linear in the pixels (see :func:`~sbirkit.data.dataset.resize_image`);
+* SVG files are bounded by :mod:`sbirkit.data.svg`'s size, element and point limits, ndjson
+  lines by :data:`MAX_NDJSON_LINE_CHARS`, drawing by :func:`~sbirkit.data.strokes.rasterize`'s
+  point and length limits; non-finite coordinates (SVG, ndjson, stroke-3) are refused when parsed;
+* the drawing at the model's size (before any padding) must hold ink, by contrast, not by one
+  near-white threshold:
+  the paper level is the :data:`PAPER_PERCENTILE` th percentile of its grey values, ink is at
+  least :data:`INK_CONTRAST` levels darker than that, and a sketch needs
+  ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels, else :class:`EmptySketchError`
+  (a blank or uniformly grey page, a single faint dot, a path outside the viewBox);
+* a query that looks like a photo rather than a drawing -- at least :data:`PHOTO_MIN_LEVELS`
+  grey levels each holding :data:`PHOTO_LEVEL_SHARE` of the pixels, or less than
+  :data:`PHOTO_MAX_PAPER_FRACTION` of the pixels within :data:`PAPER_TOLERANCE` levels of the
+  paper -- is searched, with a :class:`PhotoLikeSketchWarning`. Random noise gets that warning
+  when its texture survives the shrink to the model's size, and is refused as blank when the
+  line-keeping shrink turns it into a uniform image (large noise images shrunk a lot).
 """
 
 from __future__ import annotations
@@ -10,21 +31,106 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..data.dataset import resize_image
+from ..data.dataset import check_image_pixels, resize_image
 from ..data.records import DataError, EmptySketchError
 from ..data.strokes import Strokes, rasterize
+from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SKETCH_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".svg", ".ndjson"})
-_BLANK_LEVEL = 250  # every pixel at or above this grey level counts as no ink
+#: Longest line read from a Quick, Draw! ``.ndjson`` query (a raw drawing with timings is under 100 kB).
+MAX_NDJSON_LINE_CHARS = 10_000_000
+
+#: The paper level of a query image is this percentile of its grey values (robust to up to 90 % ink).
+PAPER_PERCENTILE = 90
+#: A pixel is ink when it is at least this many grey levels (of 255) darker than the paper.
+INK_CONTRAST = 48
+#: A sketch needs at least ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels.
+MIN_INK_FRACTION = 0.001
+MIN_INK_PIXELS = 4
+#: Photo-like: at least PHOTO_MIN_LEVELS grey levels each hold PHOTO_LEVEL_SHARE of the pixels
+#: (line drawings use under 20: paper, ink and anti-aliased edges; photos 30 to 100)...
+PHOTO_MIN_LEVELS = 24
+PHOTO_LEVEL_SHARE = 0.005
+#: ... or less than PHOTO_MAX_PAPER_FRACTION of the pixels lie within PAPER_TOLERANCE levels of
+#: the paper (drawings: 60 % or more).
+PAPER_TOLERANCE = 12
+PHOTO_MAX_PAPER_FRACTION = 0.5
+
+
+class PhotoLikeSketchWarning(UserWarning):
+    """A query sketch that looks like a photo (many grey levels, little plain paper)."""
+
+
+@dataclass(frozen=True)
+class InkStats:
+    """What the contrast-based ink test measured on a grey image (see the module docstring)."""
+
+    pixels: int
+    paper: int  # the paper's grey level
+    ink_pixels: int  # pixels at least INK_CONTRAST darker than the paper
+    paper_fraction: float  # pixels within PAPER_TOLERANCE of the paper
+    levels: int  # grey levels holding at least PHOTO_LEVEL_SHARE of the pixels
+
+    @property
+    def min_ink_pixels(self) -> int:
+        return max(MIN_INK_PIXELS, int(np.ceil(MIN_INK_FRACTION * self.pixels)))
+
+    @property
+    def has_ink(self) -> bool:
+        return self.ink_pixels >= self.min_ink_pixels
+
+    @property
+    def photo_like(self) -> bool:
+        return self.levels >= PHOTO_MIN_LEVELS or self.paper_fraction < PHOTO_MAX_PAPER_FRACTION
+
+
+def ink_stats(img: Image.Image | np.ndarray) -> InkStats:
+    """Paper level, ink pixel count and photo-likeness of an image (converted to grey)."""
+    grey = np.asarray(img.convert("L") if isinstance(img, Image.Image) else img)
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"ink_stats: expected a 2-D uint8 grey image, got {grey.dtype} {grey.shape}")
+    hist = np.bincount(grey.ravel(), minlength=256)
+    cum = np.cumsum(hist)
+    paper = int(np.searchsorted(cum, PAPER_PERCENTILE / 100 * grey.size))  # lower percentile
+    return InkStats(
+        pixels=int(grey.size),
+        paper=paper,
+        ink_pixels=int(hist[: max(0, paper - INK_CONTRAST + 1)].sum()),
+        paper_fraction=float(hist[max(0, paper - PAPER_TOLERANCE + 1) :].sum() / grey.size),
+        levels=int((hist >= PHOTO_LEVEL_SHARE * grey.size).sum()),
+    )
+
+
+def check_sketch_ink(img: Image.Image, where: str) -> InkStats:
+    """Refuse a sketch image with no usable ink (:class:`EmptySketchError` naming ``where``);
+    warn with :class:`PhotoLikeSketchWarning` when it looks like a photo. Returns the stats."""
+    stats = ink_stats(img)
+    if not stats.has_ink:
+        raise EmptySketchError(
+            f"{where}: pixels: expected ink on the sketch (at least {stats.min_ink_pixels} pixels "
+            f"{INK_CONTRAST} grey levels darker than the paper at {stats.paper}), got {stats.ink_pixels}: "
+            "the image is blank in effect"
+        )
+    if stats.photo_like:
+        warnings.warn(
+            f"{where}: looks like a photo, not a drawing ({stats.levels} grey levels in use, "
+            f"{stats.paper_fraction:.0%} of pixels at paper level); results may be poor: sketch "
+            "retrieval expects dark lines on a plain background",
+            PhotoLikeSketchWarning,
+            stacklevel=3,
+        )
+    return stats
 
 
 # ---- query sketches ---------------------------------------------------------------------------
@@ -37,9 +143,13 @@ def load_query_sketch(
     """A sketch file as a ``size``-square RGB image, black ink on white.
 
     Raster files: transparency is composited on white, white-on-black ink is inverted, and the
-    image is padded to a square (keeping aspect) before resizing. SVG and Quick, Draw! ``.ndjson``
-    (drawing number ``index``) are rasterised like the datasets do: ``stroke_width`` defaults
-    to ``2 * size / 64`` px. A blank sketch raises :class:`EmptySketchError` naming the file.
+    image is scaled so its longer side is ``size`` (shrinking keeps thin lines dark:
+    :func:`~sbirkit.data.dataset.resize_image`, linear in its pixels), then padded to a square
+    with its paper's grey (white for a white page), centred. SVG and Quick, Draw!
+    ``.ndjson`` (drawing number ``index``) are rasterised like the datasets do: ``stroke_width``
+    defaults to ``2 * size / 64`` px. The result must hold ink by the contrast test in the
+    module docstring, else :class:`EmptySketchError` naming the file; a photo-like result is
+    returned with a :class:`PhotoLikeSketchWarning`. Limits: see the module docstring.
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -56,25 +166,33 @@ def load_query_sketch(
                 f"{p}: strokes: expected at least one stroke, got an empty sketch"
             )
         width = 2.0 * size / 64.0 if stroke_width is None else stroke_width
-        return rasterize(strokes, size, stroke_width=width).convert("RGB")
+        grey = rasterize(strokes, size, stroke_width=width)
+        check_sketch_ink(grey, str(p))
+        return grey.convert("RGB")
     grey = _read_raster_sketch(p)
-    pixels = np.asarray(grey)
-    if np.median(pixels) < 128:  # white (or bright) ink on a dark background
+    if np.median(np.asarray(grey)) < 128:  # white (or bright) ink on a dark background
         grey = ImageOps.invert(grey)
-        pixels = 255 - pixels
-    if pixels.min() >= _BLANK_LEVEL:
-        raise EmptySketchError(f"{p}: pixels: expected ink on the sketch, got a blank image")
-    side = max(grey.size)
-    grey = ImageOps.pad(grey, (side, side), color=255)
-    if grey.size != (size, size):  # shrink like the datasets do, keeping thin lines dark
-        grey = resize_image(grey, size, thicken=True)
+    w, h = grey.size
+    side = max(w, h)
+    if side != size:  # shrink (keeping thin lines dark) or enlarge the drawing itself, then pad
+        scaled = (max(1, round(w * size / side)), max(1, round(h * size / side)))
+        grey = resize_image(grey, scaled, thicken=True, where=str(p))
+    stats = check_sketch_ink(grey, str(p))  # the drawing, not the padding around it
+    if grey.size != (size, size):
+        canvas = Image.new("L", (size, size), stats.paper)  # pad with the paper's own grey
+        canvas.paste(grey, ((size - grey.width) // 2, (size - grey.height) // 2))
+        grey = canvas
     return grey.convert("RGB")
 
 
 def _read_raster_sketch(p: Path) -> Image.Image:
     """Grey image of a raster sketch, with any alpha channel composited on white."""
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings():  # over-sized images are refused just below, not warned about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(p)
+        with img:
+            check_image_pixels(img.width, img.height, str(p))  # before decoding anything
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")
@@ -83,6 +201,8 @@ def _read_raster_sketch(p: Path) -> Image.Image:
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(white, rgba).convert("L")
             return img.convert("L")
+    except DataError:
+        raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{p}: could not decode the image: {exc}") from None
 
@@ -104,7 +224,10 @@ def _read_ndjson_drawing(p: Path, index: int) -> Strokes:
         raise ValueError(f"index: expected a drawing number >= 0, got {index}")
     seen = 0
     with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+        for lineno, line in enumerate(iter(lambda: f.readline(MAX_NDJSON_LINE_CHARS + 1), ""), 1):
+            if len(line) > MAX_NDJSON_LINE_CHARS:
+                raise DataError(f"{p}:{lineno}: line: expected at most {MAX_NDJSON_LINE_CHARS:,} characters "
+                                "per drawing (MAX_NDJSON_LINE_CHARS), got more")
             if not line.strip():
                 continue
             if seen < index:
@@ -122,6 +245,8 @@ def _read_ndjson_drawing(p: Path, index: int) -> Strokes:
                 )
             try:
                 return Strokes.from_ndjson_drawing(obj["drawing"], source=f"{p}:{lineno}")
+            except DataError:
+                raise
             except (ValueError, TypeError) as exc:
                 raise DataError(
                     f"{p}:{lineno}: drawing: expected [xs, ys(, ts)] strokes ({exc})"
@@ -194,16 +319,28 @@ def embed_image_files(
     progress: bool = True,
     device: str | None = None,
     normalize: bool = True,
+    modality: str = "photo",
 ) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
     """Embed image files with ``encode`` ((B, 3, H, W) float in [0, 1] -> (B, d)).
 
-    Each image is resized to ``image_size`` square (as the datasets do). Unreadable files are
-    skipped and returned as ``(path, reason)`` failures, with their count logged; rows of the
-    returned float32 embeddings (L2-normalised unless ``normalize=False``) match ``ok_paths``.
+    ``modality="photo"``: each image is resized to ``image_size`` square (as the datasets do).
+    ``modality="sketch"``: each file (PNG/JPG, SVG, ndjson) is read exactly as
+    :func:`load_query_sketch` reads a search query (same padding, line-keeping shrink, ink
+    check), so a sketch embedded here and the same file searched with give the same vector.
+    Unreadable files (and, for sketches, blank ones) are skipped and returned as
+    ``(path, reason)`` failures, with their count logged; rows of the returned float32
+    embeddings (L2-normalised unless ``normalize=False``) match ``ok_paths``.
     """
     import torch
     from tqdm.auto import tqdm
 
+    if modality not in ("photo", "sketch"):
+        raise UsageError(f"modality: expected 'photo' or 'sketch', got {modality!r}")
+    if modality == "sketch":
+        def load(p: Path, size: int) -> np.ndarray:
+            return np.asarray(load_query_sketch(p, size=size), dtype=np.uint8)
+    else:
+        load = _load_photo
     paths = [Path(p) for p in paths]
     chunks: list[np.ndarray] = []
     ok: list[Path] = []
@@ -232,7 +369,7 @@ def embed_image_files(
     with tqdm(total=len(paths), desc="embedding images", unit="img", disable=not progress) as bar:
         for p in paths:
             try:
-                batch.append(_load_photo(p, image_size))
+                batch.append(load(p, image_size))
                 batch_paths.append(p)
             except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 failures.append((p, f"{type(exc).__name__}: {exc}"))
