@@ -409,7 +409,7 @@ def _embed_folder(run: Path, folder: Path, which: str, batch_size: int, modality
         before_embedding(info)
     fn = encoder.encode_photo if modality == "photo" else encoder.encode_sketch
     with torch.no_grad():
-        emb, ok, failures = embed_image_files(fn, paths, size, batch_size=batch_size)
+        emb, ok, failures = embed_image_files(fn, paths, size, batch_size=batch_size, modality=modality)
     for path, reason in failures:
         typer.secho(f"skipped {path}: {reason}", fg=typer.colors.YELLOW, err=True)
     if not ok:
