@@ -151,6 +151,18 @@ def test_photo_is_warned_about_but_loaded(tmp_path):
     _load_quietly(s, size=64)  # the drawing of the same object: no warning
 
 
+def test_phone_size_thin_line_drawing_shrunk_to_32_px_is_not_photo_like():
+    from sbirkit.data.dataset import resize_image
+
+    img = Image.new("L", (4032, 3024), 255)
+    ImageDraw.Draw(img).ellipse([4032 * 0.2, 3024 * 0.2, 4032 * 0.8, 3024 * 0.8], outline=0, width=3)  # as in bench_query
+    small = np.asarray(resize_image(img, (32, 24), thicken=True))
+    hist = np.bincount(small.ravel(), minlength=256)
+    assert (hist >= 0.005 * small.size).sum() >= 24  # many levels with a few pixels each (line edges)...
+    stats = ink_stats(small)
+    assert stats.levels <= 2 and stats.paper_fraction > 0.8 and not stats.photo_like  # ...but not a photo
+
+
 def test_random_noise_is_warned_at_its_size_and_blank_when_shrunk_flat(tmp_path):
     rng = np.random.default_rng(0)
     small = tmp_path / "noise64.png"

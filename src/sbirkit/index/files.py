@@ -19,7 +19,8 @@ uses the same path):
   ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels, else :class:`EmptySketchError`
   (a blank or uniformly grey page, a single faint dot, a path outside the viewBox);
 * a query that looks like a photo rather than a drawing -- at least :data:`PHOTO_MIN_LEVELS`
-  grey levels each holding :data:`PHOTO_LEVEL_SHARE` of the pixels, or less than
+  grey levels each holding :data:`PHOTO_LEVEL_SHARE` of the pixels (and
+  :data:`PHOTO_LEVEL_PIXELS`), or less than
   :data:`PHOTO_MAX_PAPER_FRACTION` of the pixels within :data:`PAPER_TOLERANCE` levels of the
   paper -- is searched, with a :class:`PhotoLikeSketchWarning`. Random noise gets that warning
   when its texture survives the shrink to the model's size, and is refused as blank when the
@@ -59,9 +60,11 @@ INK_CONTRAST = 48
 MIN_INK_FRACTION = 0.001
 MIN_INK_PIXELS = 4
 #: Photo-like: at least PHOTO_MIN_LEVELS grey levels each hold PHOTO_LEVEL_SHARE of the pixels
-#: (line drawings use under 20: paper, ink and anti-aliased edges; photos 30 to 100)...
+#: and at least PHOTO_LEVEL_PIXELS of them (line drawings use under 15: paper, ink and
+#: anti-aliased edges; photos 30 to 100 from 64 px up; at 32 px few levels reach 16 pixels)...
 PHOTO_MIN_LEVELS = 24
 PHOTO_LEVEL_SHARE = 0.005
+PHOTO_LEVEL_PIXELS = 16
 #: ... or less than PHOTO_MAX_PAPER_FRACTION of the pixels lie within PAPER_TOLERANCE levels of
 #: the paper (drawings: 60 % or more).
 PAPER_TOLERANCE = 12
@@ -80,7 +83,7 @@ class InkStats:
     paper: int  # the paper's grey level
     ink_pixels: int  # pixels at least INK_CONTRAST darker than the paper
     paper_fraction: float  # pixels within PAPER_TOLERANCE of the paper
-    levels: int  # grey levels holding at least PHOTO_LEVEL_SHARE of the pixels
+    levels: int  # grey levels holding at least PHOTO_LEVEL_SHARE (and PHOTO_LEVEL_PIXELS) of the pixels
 
     @property
     def min_ink_pixels(self) -> int:
@@ -108,7 +111,7 @@ def ink_stats(img: Image.Image | np.ndarray) -> InkStats:
         paper=paper,
         ink_pixels=int(hist[: max(0, paper - INK_CONTRAST + 1)].sum()),
         paper_fraction=float(hist[max(0, paper - PAPER_TOLERANCE + 1) :].sum() / grey.size),
-        levels=int((hist >= PHOTO_LEVEL_SHARE * grey.size).sum()),
+        levels=int((hist >= max(PHOTO_LEVEL_SHARE * grey.size, PHOTO_LEVEL_PIXELS)).sum()),
     )
 
 
