@@ -24,6 +24,11 @@ def test_demo_writes_every_artefact(quick_demo):
     assert numbers["saved_index_matches_live"] is True
 
 
+def test_the_quick_report_says_it_is_a_smoke_test(quick_demo):
+    out, _ = quick_demo
+    assert "Smoke test" in (out / "report.md").read_text()
+
+
 def test_demo_numbers_match_the_saved_evaluation(quick_demo):
     out, numbers = quick_demo
     saved = json.loads((out / "run" / "eval.json").read_text())

@@ -127,16 +127,21 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = F
         "checkpoint": report["checkpoint"],
     }
     (out / "results.json").write_text(json.dumps(numbers, indent=2) + "\n")
-    _write_report(out, config, numbers, table, pixel, [pr_png, ap_png, grid])
+    _write_report(out, config, numbers, table, pixel, [pr_png, ap_png, grid], quick)
     _say(f"[6/6] report -> {out / 'report.md'} ({numbers['elapsed_s']} s in all)")
     return numbers
 
 
-def _write_report(out: Path, config: dict, numbers: dict, table: str, pixel, pictures: list[Path]) -> None:
+def _write_report(out: Path, config: dict, numbers: dict, table: str, pixel, pictures: list[Path],
+                  quick: bool = False) -> None:
     s2p = numbers["trained"]["sketch2photo"]["metrics"]
+    smoke = ["> **Smoke test** (`--quick`): a tiny dataset and a few training steps, to check that every "
+             "stage runs. These numbers say nothing about how well the method retrieves; run the demo "
+             "without `--quick` for that.", ""] if quick else []
     lines = [
         "# sbirkit demo report",
         "",
+        *smoke,
         f"Built-in synthetic data ({config['data']['options']}), method `{config['method']['name']}` "
         f"with backbone `{config['model']['backbone']}`, {config['train']['steps']} training steps; "
         f"model selected on the validation split; all numbers on the test split. "

@@ -245,3 +245,17 @@ def test_backbone_bn_frozen_keeps_the_running_statistics(tmp_path):
     assert not any(buffers("train"))
     with pytest.raises(ConfigError, match="backbone_bn: expected 'train' or 'frozen'"):
         Trainer(tiny_config("train.backbone_bn=fixed"), tmp_path / "bad").fit()
+
+
+def test_each_split_and_checkpoint_keeps_its_own_eval_record(finished):
+    _, run_dir, _ = finished
+    best = evaluate_run(run_dir, split="test", which="best")
+    last = evaluate_run(run_dir, split="val", which="last")
+    on_disk = {p.name: json.loads(p.read_text()) for p in run_dir.glob("eval-*.json")}
+    assert on_disk["eval-test-best.json"]["checkpoint"]["which"] == "best"
+    assert on_disk["eval-val-last.json"]["checkpoint"]["which"] == "last"
+    assert on_disk["eval-val-last.json"]["protocol"]["split"] == "val"
+    assert on_disk["eval-test-best.json"]["results"] == best["results"]  # not overwritten by --which last
+    assert json.loads((run_dir / "eval.json").read_text())["results"] == last["results"]  # the latest
+    with pytest.raises(ValueError, match="--direction"):
+        evaluate_run(run_dir, directions=["sideways"])

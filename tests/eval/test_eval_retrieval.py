@@ -285,3 +285,12 @@ def test_cuda_equals_cpu():
     gpu = evaluate_retrieval(torch.from_numpy(q_emb).cuda(), torch.from_numpy(g_emb).cuda(),
                              q_lab, g_lab, **kwargs)
     assert gpu.metrics == pytest.approx(cpu.metrics, abs=1e-6)
+
+
+def test_a_query_with_no_relevant_item_is_excluded_from_map_but_scores_zero_in_p_at_k():
+    # the README's convention: AP is undefined without a relevant item (excluded, counted); P@K is 0
+    q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    g = np.array([[1.0, 0.0], [0.9, 0.1]], dtype=np.float32)
+    result = evaluate_retrieval(q, g, np.array([0, 1]), np.array([0, 0]), metrics=("map", "p@1"))
+    assert result.metrics["map"] == pytest.approx(1.0) and result.undefined["map"] == 1
+    assert result.metrics["p@1"] == pytest.approx(0.5) and result.undefined["p@1"] == 0

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from . import feature_cache, inference
 from .config import merge
 from .evaluator import Evaluator
-from .options import EvalOptions
+from .options import DIRECTIONS, EvalOptions
 from .protocols import create_protocol
 from .runlog import now_iso
 
@@ -58,6 +58,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
     dataset = inference.build_dataset(data)
     ev = EvalOptions(**{**config["eval"], **({"batch_size": int(batch_size)} if batch_size else {})})
     directions = list(directions) if directions is not None else list(ev.directions)
+    unknown = [d for d in directions if d not in DIRECTIONS]
+    if unknown or not directions:
+        raise UsageError(f"directions (--direction): expected names from {', '.join(DIRECTIONS)}, "
+                         f"got {', '.join(map(repr, unknown)) or 'none'}")
     store = None
     if config["train"].get("cached_features"):  # frozen backbones: reuse (or extend) the run's feature cache
         store = feature_cache.store_for({**config, "data": data, "eval": {**config["eval"], "batch_size": ev.batch_size}},
