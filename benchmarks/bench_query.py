@@ -8,6 +8,10 @@ weights, batch of one). Reported: the median and the slowest of ``--repeats`` ru
 output pixel (thin lines must stay dark: well below 128) and the ink fraction. A size over
 ``sbirkit.data.dataset.MAX_IMAGE_PIXELS`` is reported with the time it took to be refused.
 
+Then pathological SVG queries (``--svg``, on by default): the issue's 100k arcs in 2 MB, 200k
+linetos, a 10,000-segment zigzag across the page, and a large but legitimate 19,000-path file;
+each row is the time ``load_query_sketch`` took to load or refuse it, and the error.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_query.py --sizes 1024x1024,2048x2048,4032x3024 --model-sizes 32,224
 """
 
@@ -59,6 +63,35 @@ def time_query(path: Path, model: torch.nn.Module, size: int, repeats: int) -> d
     }
 
 
+def svg_cases() -> dict[str, str]:
+    def doc(body: str) -> str:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100">{body}</svg>'
+
+    return {
+        "100k arcs": doc('<path d="M0 0 ' + "a1 1 0 0 1 0.001 0 " * 100_000 + '"/>'),
+        "200k linetos": doc('<path d="M0 0' + "l0.0001 0.0001" * 200_001 + '"/>'),
+        "zigzag 10k": doc('<path d="M0 0' + " L100 100 L0 0" * 5_000 + '"/>'),
+        "19k paths": doc('<path d="M10 10 l1 1 l1 1 l1 1"/>' * 19_000),
+    }
+
+
+def time_svgs(tmp: Path, model_size: int) -> list[dict]:
+    rows = []
+    for name, text in svg_cases().items():
+        path = tmp / f"{name.replace(' ', '_')}.svg"
+        path.write_text(text)
+        t0 = time.perf_counter()
+        try:
+            load_query_sketch(path, size=model_size)
+            error = None
+        except DataError as exc:
+            error = str(exc).split(": ", 1)[1]
+        rows.append({"svg": name, "bytes": len(text), "model_size": model_size,
+                     "seconds": time.perf_counter() - t0, "error": error})
+        path.unlink()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1024x1024,2048x2048,4032x3024,8000x6000,12000x12000",
@@ -67,6 +100,8 @@ def main() -> None:
                         help="comma-separated model input sides (px); 32 is the demo model's")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--svg", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the pathological SVG queries")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -102,6 +137,10 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             path.unlink()
+        if args.svg:
+            for row in time_svgs(Path(tmp), max(model_sizes)):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2))
 
