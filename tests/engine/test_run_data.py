@@ -8,9 +8,9 @@ import pytest
 import tiny_pairs  # noqa: F401  (registers the tiny_pairs dataset)
 from runs_helper import tiny_config
 
+from sbirkit.data.image_cache import cached_images
 from sbirkit.data.samplers import PairBatchSampler
 from sbirkit.engine.config import apply_overrides, load_preset
-from sbirkit.data.image_cache import cached_images
 from sbirkit.engine.inference import build_dataset
 
 

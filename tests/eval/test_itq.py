@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from sbirkit.eval.itq import fit_itq, hamming_distances
 from sbirkit.eval import evaluate_retrieval
+from sbirkit.eval.itq import fit_itq, hamming_distances
 
 
 def _data(n: int = 300, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -28,7 +28,7 @@ from ..data.samplers import EpisodicTaskSampler, PairBatchSampler
 from ..errors import ConfigError
 from .optim import NamedOptimizer
 from .options import DataOptions, EvalOptions, TrainOptions
-from .sources import EpisodeSource, GeneratedSource, PairSource
+from .sources import EpisodeSource, GeneratedSource, PairSource, SampleSource
 
 
 @dataclass
@@ -78,6 +78,13 @@ class SetupContext:
         sampler = EpisodicTaskSampler(self.require_dataset("episodes"), self.train_split, group_by, k_support,
                                       k_query, seed=self.seed)
         return EpisodeSource(sampler, tasks_per_step)
+
+    def samples(self, modality: str, batch_size: int | None = None) -> SampleSource:
+        """Batches of single ``modality`` samples ("photo" or "sketch") from the training split."""
+        if modality not in ("photo", "sketch"):
+            raise ConfigError(f"modality: expected 'photo' or 'sketch', got {modality!r}")
+        return SampleSource(self.require_dataset(f"{modality} batches"), self.train_split, modality,
+                            batch_size or self.train.batch_size, self.seed)
 
     def generated(self, batch_size: int | None = None) -> GeneratedSource:
         """Step numbers and seeds only: for a method that generates its own training data."""

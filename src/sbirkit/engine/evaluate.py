@@ -35,7 +35,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
                  data_overrides: Mapping[str, Any] | None = None, which: str = "best",
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  progress: bool = False, save: bool = True, gzsl: bool = False,
-                 return_embeddings: bool = False, per_query: bool = False) -> dict[str, Any]:
+                 return_embeddings: bool = False, per_query: bool = False,
+                 protocol: Any | None = None) -> dict[str, Any]:
     """Embed ``split`` with the run's ``which`` checkpoint, evaluate under the run's protocol, and
     save the record (see the module docstring).
 
@@ -47,7 +48,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
     ``"embeddings": {"sketch": ..., "photo": ...}``, the embeddings that were scored (runs without
     ``data.zero_shot``: in ``dataset.sketches(split)`` / ``photos(split)`` order), and
     ``per_query`` adds ``"per_query"`` (per direction, per metric, one value per query); neither is
-    saved.
+    saved. ``protocol`` replaces the run's own (standard or zero-shot) protocol, e.g. an adaptation
+    protocol that adapts on k support pairs of each task before scoring it; the record is then
+    ``eval-<split>-<which>-<protocol.name>.json``.
     """
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,7 +71,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
                                         run_dir, device, progress)
     evaluator = Evaluator(method.encoder, dataset, batch_size=ev.batch_size, device=device, features=store,
                           progress=progress)
-    protocol = create_protocol(data, int(config.get("seed") or 0))
+    custom = protocol is not None
+    if not custom:
+        protocol = create_protocol(data, int(config.get("seed") or 0))
     outcome = protocol.evaluate(evaluator, split, directions, ev, gzsl=gzsl, per_query=per_query)
     ckpt = torch.load(run_dir / f"{which}.pt", map_location="cpu", weights_only=True)
     checkpoint = {"which": which, "step": ckpt.get("step"), "selection": ckpt.get("selection"),
@@ -77,7 +82,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
               "protocol": outcome.protocol, "results": {d: r.as_dict() for d, r in outcome.results.items()}}
     if save:
         text = json.dumps(report, indent=2) + "\n"
-        (run_dir / eval_record_name(split, which, gzsl)).write_text(text)
+        name = eval_record_name(split, which, gzsl)
+        if custom:
+            name = name[:-len(".json")] + f"-{protocol.name}.json"
+        (run_dir / name).write_text(text)
         (run_dir / "eval.json").write_text(text)
     if return_embeddings:
         report["embeddings"] = outcome.embeddings

@@ -9,12 +9,14 @@ iterates it. Every source has
 * ``collate(plan)``: the plan made into a batch of tensors (run inside DataLoader workers when
   ``train.num_workers > 0``).
 
-Three kinds:
+Four kinds:
 
 * :class:`PairSource`: (sketch, photo) pair batches from a :class:`~sbirkit.data.samplers.PairBatchSampler`;
   a batch is ``{"sketch", "photo", "label", "instance", "sketch_index", "photo_index", "inputs"}``.
 * :class:`EpisodeSource`: k-shot tasks from an :class:`~sbirkit.data.samplers.EpisodicTaskSampler`;
   a batch is ``{"tasks": [{"group", "support": pair batch, "query": pair batch}, ...], "inputs"}``.
+* :class:`SampleSource`: single samples of one modality (a classifier); a batch is
+  ``{"image", "label", "instance", "user", "index", "inputs"}``.
 * :class:`GeneratedSource`: no dataset; a batch is ``{"step", "seed", "batch_size", "inputs"}``
   for a method that makes its own data (seed it with ``batch["seed"]``).
 
@@ -36,7 +38,7 @@ from torch.utils.data import default_collate
 from ..data.samplers import EpisodicTask, EpisodicTaskSampler, PairBatchSampler, PairDataset
 from ..errors import ConfigError
 
-SOURCE_KINDS = ("pairs", "episodes", "generated")
+SOURCE_KINDS = ("pairs", "episodes", "samples", "generated")
 
 
 def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
@@ -159,6 +161,75 @@ class EpisodeSource(_SampledSource):
         return {**super().describe(), "group_by": s.group_by, "k_support": s.k_support, "k_query": s.k_query,
                 "tasks_per_step": self.tasks_per_step, "groups": list(s.groups),
                 "skipped_groups": dict(s.skipped_groups)}
+
+
+class SampleSource(TrainSource):
+    """Batches of single samples of one modality (a classifier on photos or sketches): epoch ``e``
+    is a permutation of the split's samples drawn from ``(seed, e)``; a batch is ``{"image",
+    "label", "instance", "user", "index", "inputs"}`` (``image`` holds features when cached)."""
+
+    kind = "samples"
+
+    def __init__(self, dataset, split: str | None, modality: str, batch_size: int, seed: int = 0, items=None):
+        from ..data import SampleDataset
+
+        self.dataset, self.split, self.modality = dataset, split, modality
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.sample_list = dataset.select(split=split, modality=modality)
+        if len(self.sample_list) < self.batch_size:
+            raise ConfigError(f"{dataset.name} split {split!r}: expected at least train.batch_size={batch_size} "
+                              f"{modality}s, got {len(self.sample_list)}")
+        self.items = items if items is not None else SampleDataset(dataset, self.sample_list)
+        self.inputs = "features" if items is not None else "images"
+
+    def __len__(self) -> int:
+        return len(self.sample_list) // self.batch_size
+
+    def batches(self, start_step: int = 0) -> Iterator[list[int]]:
+        epoch, offset = divmod(int(start_step), len(self))
+        while True:
+            order = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, 0x5A3]).permutation(len(self.sample_list))
+            for b in range(offset, len(self)):
+                yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            epoch, offset = epoch + 1, 0
+
+    def collate(self, plan: Sequence[int]) -> dict[str, Any]:
+        batch = default_collate([self.items[i] for i in plan])
+        batch["inputs"] = self.inputs
+        return batch
+
+    def samples(self, modality: str) -> list:
+        if modality != self.modality:
+            raise ConfigError(f"a {self.modality} sample source has no {modality} training samples")
+        return list(self.sample_list)
+
+    def cached_features(self, modality: str) -> np.ndarray | None:
+        return self.items.features if self.inputs == "features" and modality == self.modality else None
+
+    def with_features(self, store, encoder) -> TrainSource:
+        encoder.freeze_backbones()
+        feats = store.features(encoder.branch(self.modality), self.dataset, self.sample_list)
+        return SampleSource(self.dataset, self.split, self.modality, self.batch_size, self.seed,
+                            items=_FeatureSamples(self.sample_list, feats))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "modality": self.modality, "batch_size": self.batch_size,
+                "samples": len(self.sample_list)}
+
+
+class _FeatureSamples(torch.utils.data.Dataset):
+    """Rows of cached features in the order of ``samples``, as SampleDataset items."""
+
+    def __init__(self, samples, features: np.ndarray):
+        self.samples, self.features = list(samples), features
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        return {"image": torch.from_numpy(np.array(self.features[i], dtype=np.float32)), "label": s.class_index,
+                "instance": -1, "user": -1, "index": i}
 
 
 class GeneratedSource(TrainSource):

@@ -240,6 +240,9 @@ class Trainer:
             where = f"data.val_split {self.val_split!r}"
         else:
             dataset = None
+        own = self.method.validation_protocol(self.ctx)
+        if own is not None and dataset is not None:
+            self.val_protocol = own
         if dataset is not None:
             sketches, photos = dataset.sketches(self.val_split), dataset.photos(self.val_split)
             if sketches and photos:

@@ -11,6 +11,8 @@ supervised pair-batch method (the shape of PyTorch Lightning's ``LightningModule
 * :meth:`Method.training_step` turns a batch into named losses; with
   ``manual_optimization = True`` it also back-propagates and steps through ``ctx`` itself;
 * :meth:`Method.train_mode`, :meth:`Method.init_heads`: frozen BatchNorm, PCA head start;
+* :meth:`Method.validation_protocol`: how validation data is scored, when the method needs its
+  own protocol (adapting on each validation task first);
 * :meth:`Method.validation_metrics`: the method's own model-selection numbers when there is no
   validation data (a data-free method).
 
@@ -144,6 +146,12 @@ class Method(nn.Module):
         """Named losses for one batch; ``"loss"`` is the total the engine back-propagates (in manual
         mode the method has already stepped through ``ctx``, and every value is only logged)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement training_step()")
+
+    def validation_protocol(self, ctx: SetupContext) -> Any | None:
+        """The :class:`~sbirkit.engine.protocols.Protocol` that scores the validation data, when the
+        method needs its own (an adaptive method adapts on each validation task first); None = the
+        run's protocol (standard or zero-shot)."""
+        return None
 
     def validation_metrics(self, ctx: SetupContext) -> dict[str, float] | None:
         """Model-selection numbers of the method's own (e.g. on generated data), used when there is
