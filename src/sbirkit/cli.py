@@ -654,7 +654,18 @@ def demo(
     run_demo(out, quick=quick, fresh=fresh)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one ``warning: ...`` line on stderr (Python's default adds the source line)."""
+    import sys
+
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=file if file is not None else sys.stderr)
+
+
 def main() -> None:  # console-script entry point
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     app()
 
 

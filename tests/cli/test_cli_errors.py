@@ -201,3 +201,19 @@ def test_data_info_errors_are_one_line(tmp_path):
 
 def test_data_synth_refuses_bad_counts():
     one_line_error(invoke("data", "synth", "--out", "unused", "--num-classes", "0"), "--num-classes")
+
+
+def test_console_warnings_are_one_line(cli_index, tmp_path):
+    # a photo given as a query sketch is searched, with the photo-like warning on one line
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = (rng.integers(0, 256, (64, 64, 1)) // 32 * 32).repeat(3, axis=2).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    code = "import sys; from sbirkit.cli import main; sys.argv[0] = 'sbirkit'; main()"
+    proc = subprocess.run([sys.executable, "-c", code, "search", "--index", cli_index, "--sketch",
+                           tmp_path / "photo.png", "-k", "1"], capture_output=True, text=True, timeout=300)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert proc.returncode == 0, proc.stderr
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "photo" in warnings[0], proc.stderr

@@ -276,3 +276,19 @@ def test_embed_sketches_skips_blank_ones_and_checks_modality(tmp_path):
     assert "blank.png: pixels: expected ink" in failures[0][1]
     with pytest.raises(UsageError, match="modality: expected 'photo' or 'sketch', got 'video'"):
         embed_image_files(lambda x: x, [good], 32, progress=False, modality="video")
+
+
+def test_a_gallery_photo_over_the_pixel_cap_is_skipped_and_reported(tmp_path, monkeypatch):
+    import torch
+    from PIL import Image
+
+    from sbirkit.data import dataset as dataset_module
+    from sbirkit.index import embed_image_files
+
+    Image.new("RGB", (40, 40), "white").save(tmp_path / "small.png")
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "large.png")
+    monkeypatch.setattr(dataset_module, "MAX_IMAGE_PIXELS", 10_000)  # 200x100 = 20,000 is over
+    emb, ok, failures = embed_image_files(lambda x: torch.ones(len(x), 4), [tmp_path / "small.png",
+                                          tmp_path / "large.png"], 16, progress=False)
+    assert [p.name for p in ok] == ["small.png"] and emb.shape == (1, 4)
+    assert len(failures) == 1 and failures[0][0].name == "large.png" and "pixels" in failures[0][1]

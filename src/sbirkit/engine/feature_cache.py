@@ -128,7 +128,7 @@ class FeatureStore:
             return [], None
         try:
             keys = json.loads(keys_path.read_text())
-            array = np.load(array_path, mmap_mode="r")
+            array = np.load(array_path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise DataError(f"{folder}: feature cache: expected keys.json and features.npy that load, got {exc}; "
                             "delete the folder to extract again") from None

@@ -304,6 +304,7 @@ def image_items(
 
 def _load_photo(path: Path, size: int) -> np.ndarray:
     with Image.open(path) as img:
+        check_image_pixels(img.width, img.height, str(path))  # from the header, before decoding
         img.load()
         if img.mode in ("RGBA", "LA", "P", "PA"):
             rgba = img.convert("RGBA")
