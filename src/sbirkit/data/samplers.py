@@ -147,12 +147,16 @@ class PairDataset(torch.utils.data.Dataset):
     "instance": (B,), "sketch_index": (B,), "photo_index": (B,)}``; ``label`` is the sketch's
     class and ``instance`` indexes ``self.instances`` by the photo's instance id (-1 if none).
     Images are floats in [0, 1] unless ``transform`` (PIL image -> tensor) says otherwise.
+    With ``augment`` (:class:`~sbirkit.data.augment.Augment`), an item ``(sketch_pos, photo_pos,
+    seed)`` is augmented with generators drawn from ``seed`` (the sketch, the photo and, with
+    ``pair_flip: same``, their shared flip each have one); a 2-tuple item is never augmented.
     """
 
     def __init__(self, dataset: SBIRDataset, sketches: Sequence[Sample], photos: Sequence[Sample],
-                 transform: Callable[[Image.Image], Any] | None = None, size: int | None = None):
+                 transform: Callable[[Image.Image], Any] | None = None, size: int | None = None,
+                 augment: Any | None = None):
         self.dataset, self.sketches, self.photos = dataset, list(sketches), list(photos)
-        self.transform, self.size = transform, size
+        self.transform, self.size, self.augment = transform, size, augment
         self.instances = sorted({p.instance_id for p in self.photos if p.instance_id is not None})
         self._instance_idx = {k: i for i, k in enumerate(self.instances)}
 
@@ -163,16 +167,29 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.sketches)
 
-    def _image(self, sample: Sample) -> torch.Tensor:
-        img = self.dataset.load_image(sample, self.size)
+    def _image(self, sample: Sample, rng: np.random.Generator | None = None, flip: bool | None = None) -> torch.Tensor:
+        if rng is None or self.augment is None:
+            img = self.dataset.load_image(sample, self.size)
+        else:
+            from .augment import load_augmented
+
+            img = load_augmented(self.dataset, sample, self.augment, rng, self.size, flip)
         return self.transform(img) if self.transform is not None else _pil_to_tensor(img)
 
-    def __getitem__(self, item: Pair) -> dict[str, Any]:
-        si, pi = item
+    def __getitem__(self, item: tuple) -> dict[str, Any]:
+        si, pi = item[0], item[1]
         s, p = self.sketches[si], self.photos[pi]
+        rngs, flip = (None, None), None
+        if len(item) > 2 and self.augment is not None:
+            from .augment import item_rng
+
+            seed = int(item[2])
+            rngs = (item_rng(seed, 0), item_rng(seed, 1))
+            if self.augment.pair_flip == "same":
+                flip = bool(item_rng(seed, 2).random() < self.augment.flip_probability())
         return {
-            "sketch": self._image(s),
-            "photo": self._image(p),
+            "sketch": self._image(s, rngs[0], flip),
+            "photo": self._image(p, rngs[1], flip),
             "label": s.class_index,
             "instance": self._instance_idx.get(p.instance_id, -1),
             "sketch_index": si,

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": defaults(EvalOptions),
 }
 
-OPEN_SECTIONS = ("data.options", "method", "eval.data")
+OPEN_SECTIONS = ("data.options", "data.augment", "method", "eval.data")
 
 
 def _encoder_options() -> set[str]:

@@ -56,6 +56,13 @@ class SetupContext:
                    EvalOptions(**config["eval"]), dataset, **overrides)
 
     @property
+    def augment(self):
+        """``data.augment`` parsed (:class:`~sbirkit.data.augment.Augment`), or None when off."""
+        from ..data.augment import Augment
+
+        return Augment.from_config(self.data.augment)
+
+    @property
     def train_split(self) -> str | None:
         return self.data.train_split
 
@@ -70,21 +77,21 @@ class SetupContext:
         """(sketch, photo) pair batches of ``train.batch_size`` from the training split."""
         sampler = PairBatchSampler(self.require_dataset("pair batches"), self.train_split, self.train.batch_size,
                                    mode, classes_per_batch, seed=self.seed)
-        return PairSource(sampler)
+        return PairSource(sampler, augment=self.augment, seed=self.seed)
 
     def episodes(self, group_by: str = "class", k_support: int = 1, k_query: int = 1,
                  tasks_per_step: int = 1) -> EpisodeSource:
         """k-shot tasks (one category or one user each) from the training split."""
         sampler = EpisodicTaskSampler(self.require_dataset("episodes"), self.train_split, group_by, k_support,
                                       k_query, seed=self.seed)
-        return EpisodeSource(sampler, tasks_per_step)
+        return EpisodeSource(sampler, tasks_per_step, augment=self.augment, seed=self.seed)
 
     def samples(self, modality: str, batch_size: int | None = None) -> SampleSource:
         """Batches of single ``modality`` samples ("photo" or "sketch") from the training split."""
         if modality not in ("photo", "sketch"):
             raise ConfigError(f"modality: expected 'photo' or 'sketch', got {modality!r}")
         return SampleSource(self.require_dataset(f"{modality} batches"), self.train_split, modality,
-                            batch_size or self.train.batch_size, self.seed)
+                            batch_size or self.train.batch_size, self.seed, augment=self.augment)
 
     def generated(self, batch_size: int | None = None) -> GeneratedSource:
         """Step numbers and seeds only: for a method that generates its own training data."""

@@ -195,7 +195,7 @@ class FeaturePairs(PairDataset):
         """The cached features of every training sketch or photo (``"sketch"`` / ``"photo"``)."""
         return self._features[modality]
 
-    def _image(self, sample: Sample) -> torch.Tensor:
+    def _image(self, sample: Sample, rng=None, flip=None) -> torch.Tensor:
         side = sample.modality.value
         return torch.from_numpy(np.array(self._features[side][self._rows[side][sample.key]], dtype=np.float32))
 

@@ -118,6 +118,8 @@ class DataOptions:
                               "> 0: hold out this fraction of train instances as val_split")
     test_split: str | None = opt("test", optional(text), "the split `sbirkit eval` scores by default")
     cache_images: bool = opt(False, boolean, "keep decoded images in memory (small or procedural datasets)")
+    augment: dict | None = opt(None, optional(mapping), "training-time augmentation (sbirkit.data.augment); "
+                                                        "null = off; never applied at evaluation")
     zero_shot: str | None = opt(None, optional(text), "zero-shot class split: a manifest name or random:N:SEED")
     zero_shot_val_classes: int = opt(0, integer(0), "> 0: model selection on this many held-out seen classes")
 

@@ -61,7 +61,8 @@ class TrainSource:
     def batches(self, start_step: int = 0) -> Iterator[Any]:
         raise NotImplementedError
 
-    def collate(self, plan: Any) -> dict[str, Any]:
+    def collate(self, plan: Any, step: int | None = None) -> dict[str, Any]:
+        """The batch of ``plan``; ``step`` (the plan's step) seeds augmentation, when there is any."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -80,9 +81,9 @@ class TrainSource:
 class _SampledSource(TrainSource):
     """A source over a dataset's training samples: pairs or episodes of (sketch, photo) items."""
 
-    def __init__(self, sampler, items: PairDataset | None = None):
-        self.sampler = sampler
-        self.items = items if items is not None else PairDataset.for_sampler(sampler)
+    def __init__(self, sampler, items: PairDataset | None = None, augment: Any | None = None, seed: int = 0):
+        self.sampler, self.augment, self.seed = sampler, augment, int(seed)
+        self.items = items if items is not None else PairDataset.for_sampler(sampler, augment=augment)
         self.inputs = "features" if hasattr(self.items, "features_of") else "images"
 
     def samples(self, modality: str) -> list:
@@ -92,12 +93,23 @@ class _SampledSource(TrainSource):
         """The cached features of :meth:`samples` (None when the source serves images)."""
         return self.items.features_of(modality) if hasattr(self.items, "features_of") else None
 
-    def pair_batch(self, pairs: Sequence[tuple[int, int]]) -> dict[str, Any]:
-        return default_collate([self.items[p] for p in pairs])
+    def pair_batch(self, pairs: Sequence[tuple[int, int]], step: int | None = None,
+                   first_position: int = 0) -> dict[str, Any]:
+        """Collated pairs; with augmentation and a step, item ``i`` is augmented from
+        ``item_seed(seed, step, first_position + i)``."""
+        if self.augment is None or step is None:
+            return default_collate([self.items[p] for p in pairs])
+        from ..data.augment import item_seed
+
+        return default_collate([self.items[(si, pi, item_seed(self.seed, step, first_position + i))]
+                                for i, (si, pi) in enumerate(pairs)])
 
     def with_features(self, store, encoder) -> TrainSource:
         from .feature_cache import FeaturePairs
 
+        if self.augment is not None:
+            raise ConfigError("data.augment with train.cached_features: the cache holds one feature per sample; "
+                              "augment end to end (train.cached_features=false) or set data.augment=null")
         encoder.freeze_backbones()
         sampler = self.sampler
         items = FeaturePairs(sampler.dataset, sampler.sketches, sampler.photos,
@@ -115,14 +127,15 @@ class PairSource(_SampledSource):
 
     kind = "pairs"
 
-    def __init__(self, sampler: PairBatchSampler, items: PairDataset | None = None):
-        super().__init__(sampler, items)
+    def __init__(self, sampler: PairBatchSampler, items: PairDataset | None = None, augment: Any | None = None,
+                 seed: int = 0):
+        super().__init__(sampler, items, augment, seed)
 
     def batches(self, start_step: int = 0) -> Iterator[list[tuple[int, int]]]:
         return self.sampler.batches(start_step)
 
-    def collate(self, plan: Sequence[tuple[int, int]]) -> dict[str, Any]:
-        batch = self.pair_batch(plan)
+    def collate(self, plan: Sequence[tuple[int, int]], step: int | None = None) -> dict[str, Any]:
+        batch = self.pair_batch(plan, step)
         batch["inputs"] = self.inputs
         return batch
 
@@ -138,10 +151,11 @@ class EpisodeSource(_SampledSource):
 
     kind = "episodes"
 
-    def __init__(self, sampler: EpisodicTaskSampler, tasks_per_step: int = 1, items: PairDataset | None = None):
+    def __init__(self, sampler: EpisodicTaskSampler, tasks_per_step: int = 1, items: PairDataset | None = None,
+                 augment: Any | None = None, seed: int = 0):
         if int(tasks_per_step) < 1:
             raise ConfigError(f"tasks_per_step: expected a positive integer, got {tasks_per_step!r}")
-        super().__init__(sampler, items)
+        super().__init__(sampler, items, augment, seed)
         self.tasks_per_step = int(tasks_per_step)
 
     def batches(self, start_step: int = 0) -> Iterator[list[EpisodicTask]]:
@@ -151,9 +165,13 @@ class EpisodeSource(_SampledSource):
             yield [self.sampler.task(first + j) for j in range(self.tasks_per_step)]
             step += 1
 
-    def collate(self, plan: Sequence[EpisodicTask]) -> dict[str, Any]:
-        tasks = [{"group": t.group, "support": self.pair_batch(t.support), "query": self.pair_batch(t.query)}
-                 for t in plan]
+    def collate(self, plan: Sequence[EpisodicTask], step: int | None = None) -> dict[str, Any]:
+        tasks, position = [], 0
+        for t in plan:
+            support = self.pair_batch(t.support, step, position)
+            query = self.pair_batch(t.query, step, position + len(t.support))
+            position += len(t.support) + len(t.query)
+            tasks.append({"group": t.group, "support": support, "query": query})
         return {"tasks": tasks, "inputs": self.inputs}
 
     def describe(self) -> dict[str, Any]:
@@ -170,10 +188,11 @@ class SampleSource(TrainSource):
 
     kind = "samples"
 
-    def __init__(self, dataset, split: str | None, modality: str, batch_size: int, seed: int = 0, items=None):
+    def __init__(self, dataset, split: str | None, modality: str, batch_size: int, seed: int = 0, items=None,
+                 augment: Any | None = None):
         from ..data import SampleDataset
 
-        self.dataset, self.split, self.modality = dataset, split, modality
+        self.dataset, self.split, self.modality, self.augment = dataset, split, modality, augment
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.sample_list = dataset.select(split=split, modality=modality)
         if len(self.sample_list) < self.batch_size:
@@ -193,10 +212,23 @@ class SampleSource(TrainSource):
                 yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
             epoch, offset = epoch + 1, 0
 
-    def collate(self, plan: Sequence[int]) -> dict[str, Any]:
-        batch = default_collate([self.items[i] for i in plan])
+    def collate(self, plan: Sequence[int], step: int | None = None) -> dict[str, Any]:
+        if self.augment is None or step is None or self.inputs == "features":
+            batch = default_collate([self.items[i] for i in plan])
+        else:
+            batch = default_collate([self._augmented(i, step, pos) for pos, i in enumerate(plan)])
         batch["inputs"] = self.inputs
         return batch
+
+    def _augmented(self, i: int, step: int, position: int) -> dict[str, Any]:
+        from ..data.augment import item_rng, item_seed, load_augmented
+        from ..data.dataset import _pil_to_tensor
+
+        sample = self.sample_list[i]
+        img = load_augmented(self.dataset, sample, self.augment, item_rng(item_seed(self.seed, step, position), 0))
+        return {"image": _pil_to_tensor(img), "label": sample.class_index,
+                "instance": self.items._instance_idx.get(sample.instance_id, -1),
+                "user": self.items._user_idx.get(sample.user_id, -1), "index": i}
 
     def samples(self, modality: str) -> list:
         if modality != self.modality:
@@ -207,6 +239,9 @@ class SampleSource(TrainSource):
         return self.items.features if self.inputs == "features" and modality == self.modality else None
 
     def with_features(self, store, encoder) -> TrainSource:
+        if self.augment is not None:
+            raise ConfigError("data.augment with train.cached_features: the cache holds one feature per sample; "
+                              "augment end to end (train.cached_features=false) or set data.augment=null")
         encoder.freeze_backbones()
         feats = store.features(encoder.branch(self.modality), self.dataset, self.sample_list)
         return SampleSource(self.dataset, self.split, self.modality, self.batch_size, self.seed,
@@ -252,7 +287,7 @@ class GeneratedSource(TrainSource):
             yield step
             step += 1
 
-    def collate(self, plan: int) -> dict[str, Any]:
+    def collate(self, plan: int, step: int | None = None) -> dict[str, Any]:
         return {"step": torch.tensor(int(plan)), "seed": self.step_seed(int(plan)), "batch_size": self.batch_size,
                 "inputs": "generated"}
 
@@ -272,18 +307,19 @@ class StepWindow:
 
     def __iter__(self):
         plans = self.source.batches(self.start)
-        for _ in range(self.count):
-            yield [next(plans)]
+        for step in range(self.start, self.start + self.count):
+            yield [(step, next(plans))]
 
 
 class PlanDataset(torch.utils.data.Dataset):
-    """``dataset[plan]`` is ``source.collate(plan)`` (so workers build whole batches)."""
+    """``dataset[(step, plan)]`` is ``source.collate(plan, step)`` (so workers build whole batches)."""
 
     def __init__(self, source: TrainSource):
         self.source = source
 
-    def __getitem__(self, plan: Any) -> dict[str, Any]:
-        return self.source.collate(plan)
+    def __getitem__(self, item: tuple[int, Any]) -> dict[str, Any]:
+        step, plan = item
+        return self.source.collate(plan, step)
 
     def __len__(self) -> int:  # pragma: no cover - only batch_sampler indexing is used
         raise TypeError("PlanDataset is indexed by plans, not by position")

@@ -166,6 +166,9 @@ class Trainer:
                 except KeyError as exc:
                     raise ConfigError(f"model.{key}: {exc}") from None
         check_optimizer_name(self.train_opts.optimizer)
+        from ..data.augment import Augment
+
+        Augment.from_config(self.data_opts.augment)  # a bad op is a one-line error now, not at the first batch
 
     # ---- building (no file is written except the feature cache) ---------------------------------
     def _build(self, dry_run: bool = False) -> None:
