@@ -152,6 +152,10 @@ class TrainOptions:
     cached_features: bool = opt(False, boolean, "train the heads on frozen backbone features cached on disk")
     feature_cache: str | None = opt(None, optional(text), "folder of the feature cache; null = <run_dir>/features")
     head_init: str = opt("default", choice("default", "pca"), "pca: start linear heads at a PCA of the features")
+    trainable_stages: int = opt(0, integer(0), "with cached_features: cache the maps before the backbone's last N "
+                                               "stages and train those N (and attention, head) on them")
+    cache_views: int = opt(1, integer(1), "with cached_features and data.augment: augmented views per sample "
+                                          "cached once (view 0 plain); training picks one per item per step")
 
 
 @dataclass(frozen=True)

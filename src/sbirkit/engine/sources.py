@@ -78,8 +78,18 @@ class TrainSource:
         raise ConfigError(f"train.cached_features: a {self.kind} source has no images to cache features of")
 
 
+def _check_views(augment, store, views: int) -> None:
+    if augment is not None and views < 2:
+        raise ConfigError("data.augment with train.cached_features: set train.cache_views >= 2 to cache augmented "
+                          "views (view 0 plain), or augment end to end (train.cached_features=false)")
+    if views > 1 and augment is None:
+        raise ConfigError("train.cache_views > 1: expected data.augment to say how the views are augmented")
+
+
 class _SampledSource(TrainSource):
     """A source over a dataset's training samples: pairs or episodes of (sketch, photo) items."""
+
+    feature_stage = None  # with cached maps: the backbone stage they were cut at
 
     def __init__(self, sampler, items: PairDataset | None = None, augment: Any | None = None, seed: int = 0):
         self.sampler, self.augment, self.seed = sampler, augment, int(seed)
@@ -96,28 +106,31 @@ class _SampledSource(TrainSource):
     def pair_batch(self, pairs: Sequence[tuple[int, int]], step: int | None = None,
                    first_position: int = 0) -> dict[str, Any]:
         """Collated pairs; with augmentation and a step, item ``i`` is augmented from
-        ``item_seed(seed, step, first_position + i)``."""
+        ``item_seed(seed, step, first_position + i)`` (or picks its cached views from it)."""
         if self.augment is None or step is None:
-            return default_collate([self.items[p] for p in pairs])
-        from ..data.augment import item_seed
+            batch = default_collate([self.items[p] for p in pairs])
+        else:
+            from ..data.augment import item_seed
 
-        return default_collate([self.items[(si, pi, item_seed(self.seed, step, first_position + i))]
-                                for i, (si, pi) in enumerate(pairs)])
+            batch = default_collate([self.items[(si, pi, item_seed(self.seed, step, first_position + i))]
+                                     for i, (si, pi) in enumerate(pairs)])
+        if self.feature_stage is not None:
+            batch["feature_stage"] = self.feature_stage
+        return batch
 
-    def with_features(self, store, encoder) -> TrainSource:
+    def with_features(self, store, encoder, views: int = 1) -> TrainSource:
         from .feature_cache import FeaturePairs
 
-        if self.augment is not None:
-            raise ConfigError("data.augment with train.cached_features: the cache holds one feature per sample; "
-                              "augment end to end (train.cached_features=false) or set data.augment=null")
-        encoder.freeze_backbones()
+        _check_views(self.augment, store, views)
+        encoder.freeze_backbones(store.stage)
         sampler = self.sampler
         items = FeaturePairs(sampler.dataset, sampler.sketches, sampler.photos,
-                             store.features(encoder.branch("sketch"), sampler.dataset, sampler.sketches),
-                             store.features(encoder.branch("photo"), sampler.dataset, sampler.photos))
+                             store.features(encoder.branch("sketch"), sampler.dataset, sampler.sketches, views),
+                             store.features(encoder.branch("photo"), sampler.dataset, sampler.photos, views),
+                             views=views, shared_flip=self.augment is not None and self.augment.pair_flip == "same")
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.items, clone.inputs = items, "features"
+        clone.items, clone.inputs, clone.feature_stage = items, "features", store.stage
         return clone
 
 
@@ -218,6 +231,8 @@ class SampleSource(TrainSource):
         else:
             batch = default_collate([self._augmented(i, step, pos) for pos, i in enumerate(plan)])
         batch["inputs"] = self.inputs
+        if getattr(self, "feature_stage", None) is not None:
+            batch["feature_stage"] = self.feature_stage
         return batch
 
     def _augmented(self, i: int, step: int, position: int) -> dict[str, Any]:
@@ -238,14 +253,16 @@ class SampleSource(TrainSource):
     def cached_features(self, modality: str) -> np.ndarray | None:
         return self.items.features if self.inputs == "features" and modality == self.modality else None
 
-    def with_features(self, store, encoder) -> TrainSource:
-        if self.augment is not None:
-            raise ConfigError("data.augment with train.cached_features: the cache holds one feature per sample; "
-                              "augment end to end (train.cached_features=false) or set data.augment=null")
-        encoder.freeze_backbones()
+    def with_features(self, store, encoder, views: int = 1) -> TrainSource:
+        if self.augment is not None or views > 1:
+            raise ConfigError("data.augment with train.cached_features: a sample source trains on plain cached "
+                              "features; augment end to end (train.cached_features=false)")
+        encoder.freeze_backbones(store.stage)
         feats = store.features(encoder.branch(self.modality), self.dataset, self.sample_list)
-        return SampleSource(self.dataset, self.split, self.modality, self.batch_size, self.seed,
-                            items=_FeatureSamples(self.sample_list, feats))
+        source = SampleSource(self.dataset, self.split, self.modality, self.batch_size, self.seed,
+                              items=_FeatureSamples(self.sample_list, feats))
+        source.feature_stage = store.stage
+        return source
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "modality": self.modality, "batch_size": self.batch_size,

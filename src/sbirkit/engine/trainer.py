@@ -200,11 +200,17 @@ class Trainer:
         if t.cached_features:  # frozen backbones: train on their features, extracted once
             from . import feature_cache
 
-            self.features = feature_cache.store_for(cfg, self.run_dir, self.device, t.progress)
-            self.method.encoder.freeze_backbones()  # refuses spatial attention before anything is extracted
+            try:
+                self.features = feature_cache.store_for(cfg, self.run_dir, self.device, t.progress)
+                # refuses what the cache cannot serve (attention on pooled features) before any extraction
+                self.method.encoder.freeze_backbones(self.features.stage)
+            except ValueError as exc:
+                if isinstance(exc, ConfigError):
+                    raise
+                raise ConfigError(str(exc)) from None
         self._plan_validation()  # checks eval.select before any extraction
         if self.features is not None and not dry_run:
-            self.source = self.source.with_features(self.features, self.method.encoder)
+            self.source = self.source.with_features(self.features, self.method.encoder, t.cache_views)
         self.head_init = None
         if not dry_run and not self.resuming:  # a resumed run loads its heads from last.pt
             self.head_init = self.method.init_heads(t.head_init, self._training_features)
@@ -236,7 +242,8 @@ class Trainer:
             if store is not None:
                 from . import feature_cache
 
-                store = feature_cache.FeatureStore(store.root, section, store.batch_size, store.device, store.progress)
+                store = feature_cache.FeatureStore(store.root, section, store.batch_size, store.device, store.progress,
+                                                   store.stage, store.augment)
             where = f"eval.data ({section['name']}) split {self.val_split!r}"
         elif self.dataset is not None and self.data_opts.val_split is not None:
             dataset, self.val_split, self.val_protocol = self.dataset, self.data_opts.val_split, self.protocol
@@ -277,6 +284,16 @@ class Trainer:
         from .feature_cache import extract_features
 
         cached = self.source.cached_features(modality) if hasattr(self.source, "cached_features") else None
+        if cached is not None and self.features is not None and self.features.stage is not None:
+            branch = self.method.encoder.branch(modality)  # maps: pooled through the trainable stages as built
+            was = branch.training
+            branch.eval()
+            with torch.no_grad():
+                pooled = [branch.features_from(torch.from_numpy(np.array(cached[i:i + 64], dtype=np.float32))
+                                               .to(self.device), self.features.stage).float().cpu().numpy()
+                          for i in range(0, len(cached), 64)]
+            branch.train(was)
+            return np.concatenate(pooled)
         if cached is not None:
             return cached
         return extract_features(self.method.encoder.branch(modality), self.dataset, self.source.samples(modality),

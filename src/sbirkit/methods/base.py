@@ -165,15 +165,20 @@ class Method(nn.Module):
 
     def backbone_features(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor:
         """The pooled backbone features of a batch side: the batch's own values when the source
-        serves cached features, else the branch's ``features`` of its images."""
-        x = batch[modality]
-        return x if self.inputs_are_features(batch) else self.encoder.branch(modality).features(x)
+        serves cached pooled features, the trainable stages on cached maps (``batch["feature_stage"]``),
+        else the branch's ``features`` of its images."""
+        x, branch = batch[modality], self.encoder.branch(modality)
+        if not self.inputs_are_features(batch):
+            return branch.features(x)
+        stage = batch.get("feature_stage")
+        return x if stage is None else branch.features_from(x, int(stage))
 
     def embed_side(self, batch: Mapping[str, Any], modality: str) -> torch.Tensor:
-        """The embeddings of a batch side (images or cached features)."""
+        """The embeddings of a batch side (images, cached features or cached maps)."""
         x = batch[modality]
         if self.inputs_are_features(batch):
-            return self.encoder.encode_features(x, modality)
+            stage = batch.get("feature_stage")
+            return self.encoder.encode_features(x, modality, None if stage is None else int(stage))
         return self.encoder.encode(x, modality)
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:

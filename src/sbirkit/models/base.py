@@ -39,8 +39,19 @@ class Backbone(nn.Module):
     weights_source: str | None = None
     ignored_weight_keys: tuple[str, ...] = ()
 
+    # stages: forward_features(x) == run_stages(x, 0, num_stages); 0 = not split into stages
+    num_stages: int = 0
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward_features()")
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        """The modules (parameters) of stage ``index`` (0 .. num_stages - 1)."""
+        raise NotImplementedError(f"{type(self).__name__} is not split into stages")
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Stages ``start .. stop - 1`` applied to ``x`` (the input, or the map after stage ``start - 1``)."""
+        raise NotImplementedError(f"{type(self).__name__} is not split into stages")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return global_pool(self.forward_features(x), "avg")

@@ -127,6 +127,33 @@ class EfficientNetLite0Backbone(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x)
 
+    # stages: 0 the stem (224 px -> 112), 1-7 the seven block groups of LITE0_STAGES (112, 56, 28,
+    # 14, 14, 7, 7 px at 224 px input), 8 the 1x1 head convolution to 1280 channels
+    num_stages = 2 + len(LITE0_STAGES)
+
+    def _stage_blocks(self, index: int) -> list[nn.Module]:
+        start = sum(r for r, *_ in LITE0_STAGES[:index - 1])
+        return list(self.net._blocks[start:start + LITE0_STAGES[index - 1][0]])
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        if index == 0:
+            return [self.net._conv_stem, self.net._bn0]
+        if index == self.num_stages - 1:
+            return [self.net._conv_head, self.net._bn1]
+        return self._stage_blocks(index)
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        net = self.net
+        for index in range(start, stop):
+            if index == 0:
+                x = F.relu6(net._bn0(net._conv_stem(x)))
+            elif index == self.num_stages - 1:
+                x = F.relu6(net._bn1(net._conv_head(x)))
+            else:
+                for block in self._stage_blocks(index):
+                    x = block(x)
+        return x
+
     def offline_weights(self) -> str | None:
         return package_weights_path()
 

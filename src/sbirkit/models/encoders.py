@@ -17,7 +17,7 @@ from torch import nn
 from ..modality import Modality
 from .backbones import create_backbone
 from .base import HALF_STATS, IMAGENET_STATS, Backbone
-from .heads import EmbeddingHead, SpatialAttention
+from .heads import EmbeddingHead, GlobalPool, SpatialAttention, global_pool
 
 INPUT_NORMS = {"imagenet": IMAGENET_STATS, "half": HALF_STATS}
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -68,6 +68,7 @@ class Encoder(nn.Module):
         head: EmbeddingHead,
         attention: SpatialAttention | None = None,
         input_norm: str | Stats | None = None,
+        pool: str = "avg",
     ):
         super().__init__()
         width = backbone.feature_channels if attention is not None else backbone.num_features
@@ -79,6 +80,8 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.attention = attention
         self.head = head
+        # pooling without attention: the backbone's own (average) unless another mode is asked for
+        self.pool = GlobalPool(pool) if attention is None and pool != "avg" else None
 
     @property
     def embed_dim(self) -> int:
@@ -90,11 +93,29 @@ class Encoder(nn.Module):
             x = self.input_norm(x)
         if self.attention is not None:
             return self.attention(self.backbone.forward_features(x))
+        if self.pool is not None:
+            return self.pool(self.backbone.forward_features(x))
         return self.backbone(x)
 
-    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The embedding of pooled features (what :meth:`features` returns, e.g. read from a cache)."""
-        return self.head(features)
+    # ---- a backbone cut at a stage: its early stages' maps come from a cache ---------------------
+    def trunk(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The map after the backbone's stages ``0 .. stage - 1`` (what a feature cache stores when
+        the later stages train; ``stage == num_stages`` is the final map)."""
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        return self.backbone.run_stages(x, 0, stage)
+
+    def features_from(self, maps: torch.Tensor, stage: int) -> torch.Tensor:
+        """Pooled features from :meth:`trunk` maps: the remaining stages, then attention or pooling."""
+        fmap = self.backbone.run_stages(maps, stage, self.backbone.num_stages)
+        if self.attention is not None:
+            return self.attention(fmap)
+        return self.pool(fmap) if self.pool is not None else global_pool(fmap, "avg")
+
+    def encode_features(self, features: torch.Tensor, stage: int | None = None) -> torch.Tensor:
+        """The embedding of pooled features (what :meth:`features` returns, e.g. read from a cache),
+        or, with ``stage``, of :meth:`trunk` maps cut at that stage."""
+        return self.head(features if stage is None else self.features_from(features, stage))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode_features(self.features(x))
@@ -144,9 +165,11 @@ class SketchPhotoEncoder(nn.Module):
     def encode(self, x: torch.Tensor, modality: str | Modality) -> torch.Tensor:
         return self.branch(modality)(x)
 
-    def encode_features(self, features: torch.Tensor, modality: str | Modality) -> torch.Tensor:
-        """Embed backbone features (e.g. from a feature cache) with ``modality``'s head."""
-        return self.branch(modality).encode_features(features)
+    def encode_features(self, features: torch.Tensor, modality: str | Modality,
+                        stage: int | None = None) -> torch.Tensor:
+        """Embed backbone features (e.g. from a feature cache) with ``modality``'s head; with
+        ``stage``, features are trunk maps cut there (:meth:`Encoder.trunk`)."""
+        return self.branch(modality).encode_features(features, stage)
 
     # ---- hooks the engine calls (it never reaches into the branches itself) ----------------------
     def branches(self) -> list[Encoder]:
@@ -157,16 +180,23 @@ class SketchPhotoEncoder(nn.Module):
         """Every backbone parameter (for a learning rate of their own when fine-tuning)."""
         return [p for branch in self.branches() for p in branch.backbone.parameters()]
 
-    def freeze_backbones(self) -> None:
-        """Stop training the backbones (no gradients, eval mode): for heads on cached features,
-        which need the pooled vector; spatial attention would need the feature map."""
+    def freeze_backbones(self, stage: int | None = None) -> None:
+        """Stop training the backbones' stages before ``stage`` (no gradients): what a feature cache
+        replaces. ``stage=None``: the whole backbone (heads on pooled cached features; spatial
+        attention would need the map, so it is refused there)."""
         for branch in self.branches():
-            if branch.attention is not None:
-                raise ValueError("train.cached_features: model.attention must be false (spatial attention is "
-                                 "trained on the backbone's feature map, which the cache does not keep)")
-            for p in branch.backbone.parameters():
-                p.requires_grad_(False)
-            branch.backbone.eval()
+            if stage is None:
+                if branch.attention is not None:
+                    raise ValueError("train.cached_features: model.attention needs the feature map; cache maps "
+                                     "with train.trainable_stages (0 = the final map, frozen backbone)")
+                for p in branch.backbone.parameters():
+                    p.requires_grad_(False)
+                branch.backbone.eval()
+                continue
+            for index in range(stage):
+                for module in branch.backbone.stage_modules(index):
+                    for p in module.parameters():
+                        p.requires_grad_(False)
 
     def freeze_backbone_norm(self) -> None:
         """Put the backbones' BatchNorm layers in eval mode: their running statistics are used and
@@ -205,7 +235,7 @@ def _build_branch(
     bb = create_backbone(backbone, pretrained=pretrained, weights=weights, in_chans=in_chans, **options)
     att = SpatialAttention(bb.feature_channels, attention_hidden, attention_mode, pool) if attention else None
     width = bb.feature_channels if attention else bb.num_features
-    return Encoder(bb, EmbeddingHead(width, embed_dim, hidden, dropout, normalize), att, input_norm)
+    return Encoder(bb, EmbeddingHead(width, embed_dim, hidden, dropout, normalize), att, input_norm, pool)
 
 
 def create_encoder(

@@ -36,6 +36,16 @@ class TinyCNN(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    @property
+    def num_stages(self) -> int:  # one stage per conv -> BatchNorm -> ReLU layer
+        return len(self.widths)
+
+    def stage_modules(self, index: int) -> list[nn.Module]:
+        return list(self.features[3 * index:3 * index + 3])
+
+    def run_stages(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return self.features[3 * start:3 * stop](x)
+
 
 @register_backbone("tiny_cnn")
 def tiny_cnn(in_chans: int = 3) -> TinyCNN:

@@ -1,0 +1,107 @@
+"""Partial fine-tuning on cached maps (train.trainable_stages) and cached augmented views
+(train.cache_views): what trains, what stays frozen, that the cache embeds like the images do, and
+that an interrupted run resumes to the same weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sbirkit.engine import ConfigError, Trainer, evaluate_run, inference, load_run
+from sbirkit.engine.config import apply_overrides, load_preset
+
+AUG = "{photo: {flip: 0.5, crop: [0.8, 1.0]}, sketch: {flip: 0.5, rotate: 5}, pair_flip: same}"
+
+
+def _config(*extra):
+    return apply_overrides(load_preset("triplet_sn-synthetic"), [
+        "data.options={num_classes: 3, photos_per_class: 8, image_size: 32, seed: 0}", "data.cache_images=true",
+        "model.backbone=tiny_cnn", "model.pretrained=false", "model.embed_dim=8", "model.shared=false",
+        "method.classes_per_batch=null", "train.cached_features=true", "train.trainable_stages=1",
+        "train.steps=8", "train.batch_size=8", "train.warmup_steps=0", "train.eval_every=4",
+        "train.checkpoint_every=4", "train.progress=false", "train.lr=0.01", *extra])
+
+
+def test_the_last_stages_train_on_cached_maps_and_the_early_ones_stay(tmp_path):
+    config = _config("model.attention=true")
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.fit()
+    assert trainer.features.stage == 3 and trainer.source.feature_stage == 3  # tiny_cnn: 4 stages, 1 trains
+    maps = trainer.source.items.features_of("sketch")
+    assert maps.ndim == 4 and maps.shape[1:] == (32, 4, 4)  # the map after three stride-2 stages of 32 px
+    torch.manual_seed(0)
+    from sbirkit.methods import create_method
+
+    fresh, trained = create_method("triplet_sn", trainer.config).state_dict(), trainer.method.state_dict()
+    for key in trained:
+        if ".backbone.features." in key and "num_batches" not in key:
+            layer = int(key.split(".backbone.features.")[1].split(".")[0])
+            same = torch.equal(trained[key], fresh[key])
+            assert same if layer < 9 else True, key  # stages 0-2 (layers 0-8) frozen
+    moved = [k for k in trained if ".backbone.features.9." in k and k.endswith("weight")
+             and not torch.equal(trained[k], fresh[k])]
+    assert moved  # the last stage trained
+    assert any(not torch.equal(trained[k], fresh[k]) for k in trained if ".attention." in k)
+    # the cache embeds the test split exactly as the images do through the whole model
+    method, _ = load_run(tmp_path / "run")
+    embed = trainer.features.embedder(method.encoder, trainer.dataset)
+    for samples in (trainer.dataset.sketches("test"), trainer.dataset.photos("test")):
+        cached = embed(samples)[0]
+        direct = inference.embed_samples(method.encoder, trainer.dataset, samples)[0]
+        np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-5)
+    report = evaluate_run(tmp_path / "run", device="cpu")
+    assert 0 <= report["results"]["sketch2photo"]["metrics"]["acc@1"] <= 1
+
+
+def test_augmented_views_are_extracted_once_and_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
+    config = _config(f"data.augment={AUG}", "train.cache_views=4", "train.trainable_stages=0",
+                     "train.feature_cache=" + str(tmp_path / "cache"))
+    whole = Trainer(config, tmp_path / "whole")
+    whole.fit()
+    pairs = whole.source.items
+    n_s, n_p = len(pairs.sketches), len(pairs.photos)
+    assert pairs._features["sketch"].shape[:2] == (n_s, 4) and pairs._features["photo"].shape[:2] == (n_p, 4)
+    n_val = sum(len(f("val")) for f in (whole.dataset.sketches, whole.dataset.photos))
+    assert whole.features.extracted == 4 * (n_s + n_p) + n_val  # the training views + the val split's view 0
+    views = pairs._features["photo"]
+    assert not np.allclose(views[:, 0], views[:, 1])  # augmented views differ from the plain one
+    build, calls = Trainer._build, {"n": 0}
+
+    def build_then_fail_at_step_6(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        step = self.method.training_step
+
+        def training_step(batch, ctx=None):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                raise KeyboardInterrupt
+            return step(batch, ctx)
+
+        self.method.training_step = training_step
+
+    monkeypatch.setattr(Trainer, "_build", build_then_fail_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, tmp_path / "split").fit()
+    monkeypatch.setattr(Trainer, "_build", build)
+    again = Trainer(config, tmp_path / "split")
+    again.fit()
+    assert again.features.extracted == 0  # the shared cache already held every view
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "split" / "meta.json").read_text())["resumed"][0]["step"] == 4
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ([f"data.augment={AUG}"], "train.cache_views"),
+    (["train.cache_views=3"], "expected data.augment"),
+    (["train.trainable_stages=4"], "expected 0..3"),
+    (["model.backbone=doodlenet", "train.trainable_stages=1"], "not split into stages"),
+])
+def test_what_the_cache_cannot_serve_is_refused_before_extraction(extra, needle, tmp_path):
+    with pytest.raises(ConfigError, match=needle):
+        Trainer(_config(*extra), tmp_path / "run").fit()
+    assert not (tmp_path / "run" / "features").exists()
