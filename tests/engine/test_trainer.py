@@ -259,3 +259,25 @@ def test_each_split_and_checkpoint_keeps_its_own_eval_record(finished):
     assert json.loads((run_dir / "eval.json").read_text())["results"] == last["results"]  # the latest
     with pytest.raises(ValueError, match="--direction"):
         evaluate_run(run_dir, directions=["sideways"])
+
+
+def test_backbone_bn_null_freezes_a_pretrained_backbone_on_small_batches(tmp_path):
+    from sbirkit.engine.options import resolve_backbone_bn
+
+    assert resolve_backbone_bn({"backbone_bn": None, "batch_size": 32}, {"pretrained": True})[0] == "frozen"
+    assert resolve_backbone_bn({"backbone_bn": None, "batch_size": 128}, {"pretrained": True})[0] == "train"
+    assert resolve_backbone_bn({"backbone_bn": None, "batch_size": 32}, {"pretrained": False}) == ("train", None)
+    assert resolve_backbone_bn({"backbone_bn": "train", "batch_size": 32}, {"pretrained": True}) == ("train", None)
+    value, notice = resolve_backbone_bn({"backbone_bn": None, "batch_size": 16}, {"weights": "/w.pt"})
+    assert value == "frozen" and "16 (<= 64)" in notice
+    # a run from a weights file (pretrained) with the default: frozen, recorded and logged once
+    from sbirkit.models import create_backbone
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(create_backbone("tiny_cnn").state_dict(), weights)
+    trainer = Trainer(tiny_config("train.steps=2", "train.eval_every=0", f"model.weights={weights}"), tmp_path / "r")
+    assert trainer.config["train"]["backbone_bn"] is None and trainer.train_opts.backbone_bn == "frozen"
+    trainer.fit()
+    assert json.loads((tmp_path / "r" / "meta.json").read_text())["backbone_bn"] == "frozen"
+    notices = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r.get("event") == "notice"]
+    assert len(notices) == 1 and "backbone_bn=null -> frozen" in notices[0]["message"]

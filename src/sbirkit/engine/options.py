@@ -102,6 +102,30 @@ def opt(default: Any, check: Check, doc: str = "") -> Any:
 
 
 DIRECTIONS = ("sketch2photo", "photo2sketch", "sketch2sketch", "photo2photo")
+SMALL_BATCH = 64  # train.backbone_bn: null freezes a pretrained backbone's BatchNorm at or below this batch
+
+
+def _backbone_bn(v: Any) -> str | None:
+    if v is None or v in ("train", "frozen"):
+        return None
+    return f"'train' or 'frozen' (or null: frozen for a pretrained backbone and batches of {SMALL_BATCH} or fewer)"
+
+
+def resolve_backbone_bn(train: Mapping[str, Any], model: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(train.backbone_bn as used, the notice saying why)``: an explicit value is kept; null becomes
+    ``frozen`` when the backbone starts from pretrained weights (``model.pretrained``/``weights``) and
+    batches hold at most ``SMALL_BATCH`` items, since re-estimating ImageNet statistics from small
+    batches of sketches or tiny images cost every such preset most of its score (BENCHMARKS.md),
+    else ``train``."""
+    value = train.get("backbone_bn")
+    if value is not None:
+        return value, None
+    pretrained = bool(model.get("pretrained") or model.get("weights") or model.get("photo_pretrained")
+                      or model.get("photo_weights"))
+    if pretrained and int(train["batch_size"]) <= SMALL_BATCH:
+        return "frozen", (f"train.backbone_bn=null -> frozen: a pretrained backbone and batches of "
+                          f"{train['batch_size']} (<= {SMALL_BATCH}) keep its BatchNorm statistics")
+    return "train", None
 
 
 @dataclass(frozen=True)
@@ -133,7 +157,9 @@ class TrainOptions:
     optimizer: str = opt("adamw", text, "a registered optimiser (sbirkit.engine.optim): adamw, adam, sgd")
     lr: float = opt(1.0e-3, number(0.0), "0 keeps the weights where initialisation put them")
     backbone_lr: float | None = opt(None, optional(number(0.0)), "null = lr; else the backbones' own rate")
-    backbone_bn: str = opt("train", choice("train", "frozen"), "frozen: keep the backbones' BatchNorm statistics")
+    backbone_bn: str | None = opt(None, _backbone_bn, "train | frozen: keep the backbones' BatchNorm statistics; "
+                                                      "null = frozen for a pretrained backbone with batches of "
+                                                      f"{SMALL_BATCH} or fewer, else train")
     weight_decay: float = opt(1.0e-4, number(0.0))
     momentum: float = opt(0.9, number(0.0, high=1.0), "sgd only")
     schedule: str = opt("cosine", choice("cosine", "constant"))

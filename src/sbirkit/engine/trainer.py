@@ -14,10 +14,12 @@ uninterrupted run. Everything that can be checked is checked before the first st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -34,7 +36,7 @@ from .config import changed_keys, merge, read_config, resolve, save_config
 from .context import SetupContext, StepContext
 from .evaluator import Evaluator
 from .optim import NamedOptimizer, build_optimizer, check_optimizer_name
-from .options import DataOptions, defaults, options
+from .options import DataOptions, defaults, options, resolve_backbone_bn
 from .protocols import StandardProtocol, create_protocol
 from .run_lock import run_lock
 from .runlog import MetricsLog, now_iso, run_metadata
@@ -111,6 +113,8 @@ class Trainer:
         self.config = config
         self.t = config["train"]
         self.data_opts, self.train_opts, self.eval_opts = options(config)
+        backbone_bn, self.backbone_bn_notice = resolve_backbone_bn(config["train"], config["model"])
+        self.train_opts = dataclasses.replace(self.train_opts, backbone_bn=backbone_bn)
         self.device = resolve_device(self.train_opts.device)
         self.amp_dtype = autocast_dtype(self.device, self.train_opts.amp)
         self.resuming = False
@@ -337,6 +341,7 @@ class Trainer:
         meta["source"] = self.source.describe()
         meta["optimizers"] = sorted(self.optimizers)
         meta["validation"] = self.val_kind
+        meta["backbone_bn"] = self.train_opts.backbone_bn
         meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     def _update_meta(self, **fields: Any) -> None:
@@ -444,6 +449,10 @@ class Trainer:
                     log.truncate_after(0)
                 if self.val_kind is None:
                     warnings.warn(self.val_message, stacklevel=2)
+                if self.backbone_bn_notice and not self.resuming:
+                    log.write({"step": self.step, "event": "notice", "message": self.backbone_bn_notice})
+                    if self.train_opts.progress:
+                        print(f"notice: {self.backbone_bn_notice}", file=sys.stderr)
                 self._train(log, tqdm)
                 if not (self.run_dir / "best.pt").is_file():  # no validation data or no finite value
                     self._save_best("final step (no validation result)")
