@@ -274,8 +274,8 @@ class Trainer:
                                 "selection, best.pt will be the final model (set data.val_fraction to hold out "
                                 "training instances)")
         else:
-            self.val_message = ("no validation data (no dataset, data.val_split null, no eval.data): no model "
-                                "selection, best.pt will be the final model")
+            why = "no dataset and no eval.data" if self.dataset is None else "data.val_split is null and no eval.data"
+            self.val_message = (f"no validation data ({why}): no model selection, best.pt will be the final model")
         if _overrides(self.method, "validation_metrics"):
             self.val_kind = "method"
             names = self.method.validation_metric_names() if hasattr(self.method, "validation_metric_names") else None
