@@ -40,7 +40,7 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -95,6 +95,37 @@ class SearchResult:
                 continue
             out.append({**self.items[idx], "rank": rank, "score": float(score), "index": int(idx)})
         return out
+
+
+class RowFilter:
+    """A set of gallery rows a search may return (e.g. one class's), as a FAISS bitmap selector.
+
+    Made once per filter and reused for every search over the same index (the bitmap is
+    ``n / 8`` bytes; checking a row is one bit test).
+    """
+
+    def __init__(self, rows: Any, n: int):
+        mask = np.zeros(int(n), dtype=bool)
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise UsageError(f"rows: expected row numbers in 0..{n - 1}, got {idx.min()}..{idx.max()}")
+        mask[idx] = True
+        self.n = int(n)
+        self.count = int(mask.sum())
+        self._bitmap = np.packbits(mask, bitorder="little")  # FAISS reads bit (i & 7) of byte i >> 3
+        self.selector = faiss.IDSelectorBitmap(self.n, faiss.swig_ptr(self._bitmap))
+
+    @classmethod
+    def from_mask(cls, mask: Any) -> RowFilter:
+        mask = np.asarray(mask, dtype=bool)
+        return cls(np.flatnonzero(mask), len(mask))
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _item_key(item: dict) -> str:
@@ -241,6 +272,7 @@ class GalleryIndex:
         created: str | None = None,
         requested_factory: str | None = None,
         factory_note: str | None = None,
+        updated: str | None = None,
     ):
         self._index = index
         self.items = items
@@ -251,6 +283,8 @@ class GalleryIndex:
         #: the factory string asked for, and why ``factory`` (the one used) differs, if it does
         self.requested_factory = requested_factory or factory
         self.factory_note = factory_note
+        #: when rows were last added or removed (``add``/``remove``; None for an unchanged build)
+        self.updated = updated
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
@@ -340,6 +374,38 @@ class GalleryIndex:
         items = _check_items(items, len(x), "added", {_item_key(it) for it in self.items})
         _warn_if_not_normalised(x, self.metric, "added embeddings")
         self._add_rows(x, items, progress)
+        self.updated = _now()
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Delete the rows whose ``id`` (or ``path``, for items without one) is in ``ids``.
+
+        All or nothing: an id the index does not hold is a :class:`DataError` naming it, and so
+        is removing every row (delete the folder instead). The rows left keep their order, and
+        their vectors and codes are kept as they are (no re-encoding): exact, IVF (any codes)
+        and PQ/SQ indexes remove in place; HNSW and other graph indexes are rebuilt from their
+        stored vectors. Returns the number of rows removed.
+        """
+        wanted = [str(i) for i in ids]
+        if not wanted:
+            return 0
+        rows_of = {_item_key(item): row for row, item in enumerate(self.items)}
+        missing = [i for i in dict.fromkeys(wanted) if i not in rows_of]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise DataError(f"remove: ids: expected ids the index holds, got {len(missing)} it does not: {shown}")
+        drop = np.array(sorted({rows_of[i] for i in wanted}), dtype=np.int64)
+        if len(drop) == len(self):
+            raise DataError(
+                f"remove: ids: removing all {len(self)} rows would leave an empty index; delete the folder instead"
+            )
+        keep = np.ones(len(self), dtype=bool)
+        keep[drop] = False
+        self._index = _remove_rows(self._index, drop, keep, self.factory)
+        if self._index.ntotal != int(keep.sum()):  # pragma: no cover - a FAISS index that lost count
+            raise DataError(f"remove: expected {int(keep.sum())} rows left, the index has {self._index.ntotal}")
+        self.items = [item for item, k in zip(self.items, keep.tolist()) if k]
+        self.updated = _now()
+        return int(len(drop))
 
     def _add_rows(self, x: np.ndarray, items: list[dict], progress: bool) -> None:
         from tqdm.auto import tqdm
@@ -388,10 +454,14 @@ class GalleryIndex:
         ivf.nprobe = int(value)
 
     # ---- search ------------------------------------------------------------------------------
-    def search(self, queries: Any, k: int = 10, nprobe: int | None = None) -> SearchResult:
+    def search(
+        self, queries: Any, k: int = 10, nprobe: int | None = None, rows: RowFilter | None = None
+    ) -> SearchResult:
         """Top-``k`` gallery rows for each query (Q, d); ``k`` larger than the gallery returns all.
 
         ``nprobe`` overrides the index's value for this call only (IVF; thread-safe, no mutation).
+        ``rows`` (a :class:`RowFilter`, e.g. the rows of one class) restricts the search to
+        those rows; fewer than ``k`` results come back when fewer rows are allowed.
         """
         q = _as_matrix(queries, "query embeddings")
         if q.shape[1] != self.dim:
@@ -407,7 +477,6 @@ class GalleryIndex:
             return SearchResult(
                 empty.astype(np.float32), empty.astype(np.int64), self.items, self.metric
             )
-        params = None
         if nprobe is not None:
             if not self.is_ivf:
                 raise UsageError(
@@ -415,11 +484,62 @@ class GalleryIndex:
                 )
             if int(nprobe) < 1:
                 raise UsageError(f"nprobe: expected a positive integer, got {nprobe}")
-            params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-            if isinstance(self._index, faiss.IndexPreTransform):
-                params = faiss.SearchParametersPreTransform(index_params=params)
-        scores, indices = self._index.search(q, k, params=params)
+        if rows is not None:
+            if rows.n != len(self):
+                raise UsageError(f"rows: expected a RowFilter over {len(self)} rows, got one over {rows.n}")
+            k = min(k, rows.count)
+            if k == 0:
+                empty = np.zeros((len(q), 0))
+                return SearchResult(empty.astype(np.float32), empty.astype(np.int64), self.items, self.metric)
+        params = self._search_params(nprobe, rows)
+        try:
+            scores, indices = self._index.search(q, k, params=params)
+        except RuntimeError:
+            if rows is None:
+                raise
+            # an index type that takes no search parameters (IndexPQ, LSH ...): widen and filter
+            scores, indices = self._search_widening(q, k, rows, nprobe)
         return SearchResult(scores, indices.astype(np.int64, copy=False), self.items, self.metric)
+
+    def _search_widening(self, q: np.ndarray, k: int, rows: RowFilter, nprobe: int | None):
+        """Filtered top-``k`` for indexes whose search takes no selector: search 4k, 16k ... rows
+        deep until ``k`` allowed rows are found (or the whole index was searched)."""
+        allowed = np.unpackbits(rows._bitmap, bitorder="little")[: rows.n].astype(bool)
+        params = self._search_params(nprobe, None)
+        depth = min(len(self), 4 * k)
+        while True:
+            scores, indices = self._index.search(q, depth, params=params)
+            ok = (indices >= 0) & allowed[np.clip(indices, 0, None)]
+            if depth >= len(self) or (ok.sum(axis=1) >= k).all():
+                break
+            depth = min(len(self), depth * 4)
+        out_s = np.full((len(q), k), np.nan, dtype=np.float32)
+        out_i = np.full((len(q), k), -1, dtype=np.int64)
+        for r in range(len(q)):
+            cols = np.flatnonzero(ok[r])[:k]
+            out_s[r, : len(cols)] = scores[r, cols]
+            out_i[r, : len(cols)] = indices[r, cols]
+        return out_s, out_i
+
+    def _search_params(self, nprobe: int | None, rows: RowFilter | None):
+        """FAISS search parameters for an ``nprobe`` override and a row filter (None: defaults)."""
+        if nprobe is None and rows is None:
+            return None
+        sel = rows.selector if rows is not None else None
+        ivf = faiss.try_extract_index_ivf(self._index)
+        if ivf is not None:
+            params = faiss.SearchParametersIVF(nprobe=int(nprobe if nprobe is not None else ivf.nprobe))
+            if sel is not None:
+                params.sel = sel
+        else:
+            inner = self._index.index if isinstance(self._index, faiss.IndexPreTransform) else self._index
+            hnsw = getattr(faiss.downcast_index(inner), "hnsw", None)
+            params = faiss.SearchParametersHNSW(efSearch=int(hnsw.efSearch)) if hnsw is not None \
+                else faiss.SearchParameters()
+            params.sel = sel
+        if isinstance(self._index, faiss.IndexPreTransform):
+            params = faiss.SearchParametersPreTransform(index_params=params)
+        return params
 
     # ---- persistence ---------------------------------------------------------------------------
     def meta(self) -> dict:
@@ -438,6 +558,7 @@ class GalleryIndex:
             "sbirkit_version": __version__,
             "faiss_version": faiss.__version__,
             "created": self.created,
+            "updated": self.updated,
         }
 
     @staticmethod
@@ -475,57 +596,84 @@ class GalleryIndex:
         target = self.check_target(directory)
         target.mkdir(parents=True, exist_ok=True)
         with _writer_lock(target):
-            _remove_orphans(target)
-            tag = uuid.uuid4().hex[:12]
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-            tmp = target / f".tmp-{tag}"
-            version = target / f"v-{stamp}-{tag}"
-            pointer_tmp = target / f".{POINTER_FILE}.tmp-{tag}"
-            swapped = False
-            tmp.mkdir()
-            try:
-                faiss.write_index(self._index, str(tmp / INDEX_FILE))
-                items_bytes = b"".join(
-                    (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8") for item in self.items
-                )
-                (tmp / ITEMS_FILE).write_bytes(items_bytes)
-                meta = dict(self.meta())
-                meta["checksums"] = {
-                    "algorithm": "sha256",
-                    INDEX_FILE: _sha256_file(tmp / INDEX_FILE),
-                    ITEMS_FILE: hashlib.sha256(items_bytes).hexdigest(),
-                    "labels": _labels_sha256(self.items),
-                }
-                (tmp / META_FILE).write_text(
-                    json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8"
-                )
-                for name in _FILES:
-                    _fsync(tmp / name)
-                _fsync(tmp)
-                os.rename(tmp, version)
-                _fsync(target)
-                with open(pointer_tmp, "w", encoding="utf-8") as f:
-                    f.write(version.name + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(pointer_tmp, target / POINTER_FILE)  # the atomic switch
-                swapped = True
-                _fsync(target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if not swapped:
-                    shutil.rmtree(version, ignore_errors=True)
-                    with _ignore_missing():
-                        pointer_tmp.unlink()
-                raise
-            # readers that already opened an older version's files keep reading them (POSIX)
-            for entry in target.iterdir():
-                if entry.name != version.name and _VERSION_NAME.fullmatch(entry.name):
-                    shutil.rmtree(entry, ignore_errors=True)
-            for name in _FILES:  # an old flat (format_version 1) index converted by this save
-                with _ignore_missing():
-                    (target / name).unlink()
+            self._save_locked(target)
         return target
+
+    @classmethod
+    def update(
+        cls,
+        directory: str | os.PathLike,
+        change: Callable[[GalleryIndex], Any],
+        expect_model: dict | str | None = None,
+    ) -> tuple[GalleryIndex, Any]:
+        """Load the live index of ``directory``, apply ``change(index)`` and save it as a new
+        version, holding the writer lock throughout, so two updates never lose each other's rows.
+
+        Atomic like :meth:`save`: if ``change`` or the save fails, the old version stays live
+        and nothing is written. Returns the changed index and what ``change`` returned.
+        """
+        target = Path(directory)
+        if not (target / POINTER_FILE).is_file() and not (target / META_FILE).is_file():
+            raise DataError(f"{target}: expected a gallery index folder (from 'sbirkit index build')")
+        cls.check_target(target)
+        with _writer_lock(target):
+            index = cls.load(target, expect_model=expect_model)
+            result = change(index)
+            index._save_locked(target)
+        return index, result
+
+    def _save_locked(self, target: Path) -> None:
+        """:meth:`save`'s work, with the writer lock of ``target`` already held."""
+        _remove_orphans(target)
+        tag = uuid.uuid4().hex[:12]
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        tmp = target / f".tmp-{tag}"
+        version = target / f"v-{stamp}-{tag}"
+        pointer_tmp = target / f".{POINTER_FILE}.tmp-{tag}"
+        swapped = False
+        tmp.mkdir()
+        try:
+            faiss.write_index(self._index, str(tmp / INDEX_FILE))
+            items_bytes = b"".join(
+                (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8") for item in self.items
+            )
+            (tmp / ITEMS_FILE).write_bytes(items_bytes)
+            meta = dict(self.meta())
+            meta["checksums"] = {
+                "algorithm": "sha256",
+                INDEX_FILE: _sha256_file(tmp / INDEX_FILE),
+                ITEMS_FILE: hashlib.sha256(items_bytes).hexdigest(),
+                "labels": _labels_sha256(self.items),
+            }
+            (tmp / META_FILE).write_text(
+                json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8"
+            )
+            for name in _FILES:
+                _fsync(tmp / name)
+            _fsync(tmp)
+            os.rename(tmp, version)
+            _fsync(target)
+            with open(pointer_tmp, "w", encoding="utf-8") as f:
+                f.write(version.name + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(pointer_tmp, target / POINTER_FILE)  # the atomic switch
+            swapped = True
+            _fsync(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not swapped:
+                shutil.rmtree(version, ignore_errors=True)
+                with _ignore_missing():
+                    pointer_tmp.unlink()
+            raise
+        # readers that already opened an older version's files keep reading them (POSIX)
+        for entry in target.iterdir():
+            if entry.name != version.name and _VERSION_NAME.fullmatch(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+        for name in _FILES:  # an old flat (format_version 1) index converted by this save
+            with _ignore_missing():
+                (target / name).unlink()
 
     @classmethod
     def read_meta(cls, directory: str | os.PathLike) -> dict:
@@ -645,6 +793,7 @@ class GalleryIndex:
             meta.get("created"),
             requested_factory=meta.get("factory_requested"),
             factory_note=meta.get("factory_note"),
+            updated=meta.get("updated"),
         )
 
     def __repr__(self) -> str:
@@ -881,6 +1030,50 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _remove_rows(index: faiss.Index, drop: np.ndarray, keep: np.ndarray, factory: str) -> faiss.Index:
+    """``index`` without rows ``drop``, the rows left numbered 0..n-1 in their old order."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        if ivf.direct_map.type != faiss.DirectMap.NoMap:  # rebuilt below, after renumbering
+            ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        index.remove_ids(faiss.IDSelectorBatch(len(drop), faiss.swig_ptr(drop)))
+        _renumber_ivf(ivf, keep)
+        return index
+    try:  # flat codes (exact, PQ, SQ, LSH): FAISS compacts and renumbers the rows itself
+        index.remove_ids(faiss.IDSelectorBatch(len(drop), faiss.swig_ptr(drop)))
+        return index
+    except RuntimeError:  # graph indexes (HNSW ...) cannot remove: rebuild from the stored vectors
+        pass
+    try:
+        vectors = index.reconstruct_n(0, index.ntotal)
+    except RuntimeError as exc:
+        raise UsageError(
+            f"remove: index {factory!r} can neither remove rows nor give back its vectors ({_short(exc)}); "
+            "rebuild it with 'sbirkit index build' instead"
+        ) from None
+    fresh = faiss.clone_index(index)
+    fresh.reset()
+    fresh.add(np.ascontiguousarray(vectors[keep], dtype=np.float32))
+    return fresh
+
+
+def _renumber_ivf(ivf: faiss.IndexIVF, keep: np.ndarray) -> None:
+    """After ``remove_ids``, IVF lists still hold the old row numbers: map each to its rank among
+    the rows kept, so row ``i`` is again item ``i``. Codes are left untouched."""
+    new_id = np.cumsum(keep, dtype=np.int64) - 1  # old row -> new row (for kept rows)
+    invlists = ivf.invlists
+    for list_no in range(ivf.nlist):
+        n = invlists.list_size(list_no)
+        if n == 0:
+            continue
+        ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), n).copy()
+        codes = faiss.rev_swig_ptr(invlists.get_codes(list_no), n * invlists.code_size).copy()
+        if not keep[ids].all():  # pragma: no cover - remove_ids left a removed row behind
+            raise DataError("remove: an IVF list still holds a removed row")
+        fresh = np.ascontiguousarray(new_id[ids])
+        invlists.update_entries(list_no, 0, n, faiss.swig_ptr(fresh), faiss.swig_ptr(codes))
 
 
 def suggested_ivf_factory(n: int) -> str:
