@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -137,6 +138,15 @@ def check_sketch_ink(img: Image.Image, where: str) -> InkStats:
 
 
 # ---- query sketches ---------------------------------------------------------------------------
+#: Pillow decoders a raster query may use (by content, whatever the file is called): the common
+#: photo and drawing formats; never EPS/PDF (Ghostscript) or rarer plugins.
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")  # JPEG covers MPO (phone photos)
+
+
+class QueryTooLargeError(DataError):
+    """A query image with more pixels than allowed (refused from its header, before decoding)."""
+
+
 def load_query_sketch(
     path: str | os.PathLike,
     size: int = 224,
@@ -153,6 +163,9 @@ def load_query_sketch(
     defaults to ``2 * size / 64`` px. The result must hold ink by the contrast test in the
     module docstring, else :class:`EmptySketchError` naming the file; a photo-like result is
     returned with a :class:`PhotoLikeSketchWarning`. Limits: see the module docstring.
+
+    The HTTP server (:mod:`sbirkit.serve`) reads uploads with the same steps:
+    :func:`query_sketch_from_bytes`, :func:`sketch_from_strokes`, :func:`sketch_from_raster`.
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -164,23 +177,79 @@ def load_query_sketch(
         raise DataError(f"{p}: expected a sketch file, found nothing there")
     if ext in (".svg", ".ndjson"):
         strokes = _read_svg(p) if ext == ".svg" else _read_ndjson_drawing(p, index)
-        if strokes.is_empty():
-            raise EmptySketchError(
-                f"{p}: strokes: expected at least one stroke, got an empty sketch"
-            )
-        width = 2.0 * size / 64.0 if stroke_width is None else stroke_width
-        grey = rasterize(strokes, size, stroke_width=width)
-        check_sketch_ink(grey, str(p))
-        return grey.convert("RGB")
-    grey = _read_raster_sketch(p)
+        return sketch_from_strokes(strokes, size, str(p), stroke_width=stroke_width)
+    return sketch_from_raster(read_raster_sketch(p, str(p)), size, str(p))
+
+
+def query_sketch_from_bytes(
+    data: bytes,
+    kind: str,
+    size: int,
+    where: str = "<upload>",
+    max_pixels: int | None = None,
+    allow_doctype: bool = True,
+    formats: Sequence[str] = RASTER_FORMATS,
+) -> Image.Image:
+    """:func:`load_query_sketch` for a sketch held in memory: ``kind`` is ``"svg"`` or ``"raster"``.
+
+    ``max_pixels`` lowers the raster pixel cap (:class:`QueryTooLargeError`);
+    ``allow_doctype=False`` refuses an SVG with a ``<!DOCTYPE``/``<!ENTITY`` declaration.
+    """
+    if kind == "svg":
+        from ..data.svg import parse_svg
+
+        if not allow_doctype:
+            check_no_doctype(data, where)
+        try:
+            strokes = parse_svg(data, where)
+        except DataError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise DataError(f"{where}: could not read SVG strokes: {exc}") from None
+        return sketch_from_strokes(strokes, size, where)
+    if kind == "raster":
+        import io
+
+        grey = read_raster_sketch(io.BytesIO(data), where, max_pixels, formats)
+        return sketch_from_raster(grey, size, where)
+    raise ValueError(f"kind: expected 'svg' or 'raster', got {kind!r}")
+
+
+def check_no_doctype(data: bytes, where: str) -> None:
+    """Refuse XML with a document type or entity declaration (no entities, no external DTD)."""
+    head = data.lower()
+    if b"<!doctype" in head or b"<!entity" in head:
+        raise DataError(f"{where}: svg: expected no <!DOCTYPE> or <!ENTITY> declaration, got one")
+
+
+def sketch_from_strokes(
+    strokes: Strokes,
+    size: int,
+    where: str,
+    stroke_width: float | None = None,
+    fit: str = "auto",
+) -> Image.Image:
+    """Vector strokes as a query image: rasterised (``stroke_width`` px, default ``2 * size / 64``),
+    then the ink check. ``fit`` as :func:`~sbirkit.data.strokes.rasterize`."""
+    if strokes.is_empty():
+        raise EmptySketchError(f"{where}: strokes: expected at least one stroke, got an empty sketch")
+    width = 2.0 * size / 64.0 if stroke_width is None else stroke_width
+    grey = rasterize(strokes, size, stroke_width=width, fit=fit)
+    check_sketch_ink(grey, where)
+    return grey.convert("RGB")
+
+
+def sketch_from_raster(grey: Image.Image, size: int, where: str) -> Image.Image:
+    """A decoded grey raster sketch as a query image: inverted if white-on-black, scaled so its
+    longer side is ``size`` (line-keeping shrink), ink check, padded square with its paper grey."""
     if np.median(np.asarray(grey)) < 128:  # white (or bright) ink on a dark background
         grey = ImageOps.invert(grey)
     w, h = grey.size
     side = max(w, h)
     if side != size:  # shrink (keeping thin lines dark) or enlarge the drawing itself, then pad
         scaled = (max(1, round(w * size / side)), max(1, round(h * size / side)))
-        grey = resize_image(grey, scaled, thicken=True, where=str(p))
-    stats = check_sketch_ink(grey, str(p))  # the drawing, not the padding around it
+        grey = resize_image(grey, scaled, thicken=True, where=where)
+    stats = check_sketch_ink(grey, where)  # the drawing, not the padding around it
     if grey.size != (size, size):
         canvas = Image.new("L", (size, size), stats.paper)  # pad with the paper's own grey
         canvas.paste(grey, ((size - grey.width) // 2, (size - grey.height) // 2))
@@ -188,14 +257,47 @@ def load_query_sketch(
     return grey.convert("RGB")
 
 
-def _read_raster_sketch(p: Path) -> Image.Image:
-    """Grey image of a raster sketch, with any alpha channel composited on white."""
+def _open_raster(source, where: str, max_pixels: int | None, formats: Sequence[str] = RASTER_FORMATS) -> Image.Image:
+    """Open (not decode) a raster image with one of ``formats``, refusing it from its header when
+    it has more than ``max_pixels`` (or the 50 MP library cap)."""
     try:
         with warnings.catch_warnings():  # over-sized images are refused just below, not warned about
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(p)
+            img = Image.open(source, formats=tuple(formats))
+    except Image.DecompressionBombError as exc:  # Pillow refuses over 2x its own limit while opening
+        from ..data.dataset import MAX_IMAGE_PIXELS
+
+        cap = min(max_pixels or MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS)
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        got = f"{int(size.group(1)):,}" if size else "more"
+        raise QueryTooLargeError(
+            f"{where}: pixels: expected at most {cap:,} pixels, got {got}; shrink the image first"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{where}: could not decode the image: {exc}") from None
+    try:
+        if max_pixels is not None and img.width * img.height > max_pixels:
+            raise QueryTooLargeError(
+                f"{where}: pixels: expected at most {max_pixels:,} pixels, got {img.width}x{img.height} = "
+                f"{img.width * img.height:,}; shrink the image first"
+            )
+        try:
+            check_image_pixels(img.width, img.height, where)  # before decoding anything
+        except DataError as exc:
+            raise QueryTooLargeError(str(exc)) from None
+    except BaseException:
+        img.close()
+        raise
+    return img
+
+
+def read_raster_sketch(
+    source, where: str, max_pixels: int | None = None, formats: Sequence[str] = RASTER_FORMATS
+) -> Image.Image:
+    """Grey image of a raster sketch (a path or a binary file object), alpha composited on white."""
+    img = _open_raster(source, where, max_pixels, formats)
+    try:
         with img:
-            check_image_pixels(img.width, img.height, str(p))  # before decoding anything
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")
@@ -206,8 +308,8 @@ def _read_raster_sketch(p: Path) -> Image.Image:
             return img.convert("L")
     except DataError:
         raise
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{p}: could not decode the image: {exc}") from None
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise DataError(f"{where}: could not decode the image: {exc}") from None
 
 
 def _read_svg(p: Path) -> Strokes:
@@ -303,8 +405,26 @@ def image_items(
 
 
 def _load_photo(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as img:
-        check_image_pixels(img.width, img.height, str(path))  # from the header, before decoding
+    return load_photo(path, size)
+
+
+def load_photo(
+    source, size: int, where: str | None = None, max_pixels: int | None = None,
+    formats: Sequence[str] | None = None,
+) -> np.ndarray:
+    """A photo (a path or a binary file object) as the (size, size, 3) uint8 RGB array a model
+    embeds: alpha composited on white, resized to a square. Gallery photos (``index build``) and
+    photo queries (the HTTP server's ``photo2*`` directions) both come through here.
+
+    ``max_pixels`` (a :class:`QueryTooLargeError`) and ``formats`` (Pillow decoders) narrow what
+    is read; without them any Pillow format up to the 50 MP cap is.
+    """
+    if formats is not None or max_pixels is not None:
+        opened = _open_raster(source, where or str(source), max_pixels, formats or RASTER_FORMATS)
+    else:
+        opened = Image.open(source)
+    with opened as img:
+        check_image_pixels(img.width, img.height, where or str(source))  # from the header, before decoding
         img.load()
         if img.mode in ("RGBA", "LA", "P", "PA"):
             rgba = img.convert("RGBA")
