@@ -531,6 +531,70 @@ def index_info(
     typer.echo("\n".join(lines))
 
 
+@index_app.command("add")
+def index_add(
+    folder: Path = typer.Argument(..., help="Photos to add (searched recursively; ROOT/<class>/* gives labels)."),
+    index_dir: Path = typer.Option(..., "--index", help="Index folder from 'sbirkit index build'."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: the one the index was built with)."),
+    id_prefix: str = typer.Option("", "--id-prefix", help="Put before each new id (ids are paths relative to "
+                                  "FOLDER, and must not be in the index already), e.g. 'batch2/'."),
+    batch_size: int = typer.Option(64, help="Images per batch."),
+) -> None:
+    """Add photos to an existing index, embedded by the model that built it (checked as 'search' checks).
+
+    Atomic: the index gets a new version only when every step worked; a failure leaves the old one
+    live and unchanged. Ids already in the index are refused before anything is embedded.
+    """
+    from .index import GalleryIndex, check_model, image_items, list_image_files
+
+    index = GalleryIndex.load(index_dir)
+    built_with = index.model_info
+    run_dir = Path(run) if run else Path(built_with.get("run", ""))
+    paths = list_image_files(folder)
+    if not paths:
+        _fail(f"{folder}: expected image files, found none")
+    have = {str(it["id"] if "id" in it else it["path"]) for it in index.items}
+    clash = next((i["id"] for i in image_items(paths, folder) if id_prefix + i["id"] in have), None)
+    if clash is not None:
+        _fail(f"{folder}: id {id_prefix + clash!r} is already in {index_dir}; pick another --id-prefix")
+    del index, have
+
+    def check(info: dict) -> None:
+        check_model(built_with, info, where=str(index_dir))
+        if info["embed_dim"] != int(built_with.get("embed_dim", info["embed_dim"])):
+            _fail(f"{index_dir}: embedding size {built_with['embed_dim']}, but the model {run_dir} embeds to "
+                  f"{info['embed_dim']}")
+
+    emb, items, info, skipped = _embed_folder(run_dir, folder, built_with.get("which", "best"), batch_size,
+                                              before_embedding=check)
+    items = [{**item, "id": id_prefix + item["id"]} for item in items]
+    updated, _ = GalleryIndex.update(index_dir, lambda idx: idx.add(emb, items), expect_model=info)
+    typer.echo(f"added {len(items)} photos ({skipped} unreadable, skipped) to {index_dir}: {len(updated)} items "
+               f"now ({updated.factory})")
+
+
+@index_app.command("remove")
+def index_remove(
+    ids: Optional[List[str]] = typer.Argument(None, help="Ids of the items to remove (as 'search --json' and the "
+                                              "HTTP API show them)."),
+    index_dir: Path = typer.Option(..., "--index", help="Index folder from 'sbirkit index build'."),
+    ids_from: Optional[Path] = typer.Option(None, "--ids-from", help="A file with more ids, one per line."),
+) -> None:
+    """Remove items from an index by id. All or nothing: an id the index does not hold is an error and
+    nothing changes; the rows left keep their vectors as they are (no model is needed)."""
+    from .index import GalleryIndex
+
+    wanted = list(ids or [])
+    if ids_from is not None:
+        if not ids_from.is_file():
+            _fail(f"--ids-from {ids_from}: expected a file of ids, one per line, found nothing there")
+        wanted += [line.strip() for line in ids_from.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not wanted:
+        _fail("ID: expected at least one id to remove (or --ids-from FILE)")
+    updated, n = GalleryIndex.update(index_dir, lambda idx: idx.remove(wanted))
+    typer.echo(f"removed {n} items from {index_dir}: {len(updated)} left")
+
+
 def _query_files(sketch: Path) -> list[Path]:
     """The sketch file, or every sketch file under a folder (recursive, sorted by relative path)."""
     from .index.files import SKETCH_EXTENSIONS
@@ -640,6 +704,66 @@ def search(
         typer.echo(f"\nsearched with {len(used)} sketches ({len(skipped)} skipped)")
     if grid is not None:
         typer.echo(f"grid: {grid}")
+
+
+@app.command()
+def serve(
+    index_dir: Path = typer.Option(..., "--index", help="Index folder to serve (from 'sbirkit index build' or the "
+                                   "demo: runs/demo/index)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. Loopback by default; any other address "
+                             "(0.0.0.0: every interface) makes the server reachable from other machines."),
+    port: int = typer.Option(8000, help="Port (0: any free port, printed at start-up)."),
+    workers: int = typer.Option(1, help="Worker processes; each loads the model once."),
+    run: Optional[Path] = typer.Option(None, help="Run folder (default: the one the index was built with)."),
+    which: Optional[str] = typer.Option(None, help="Checkpoint best or last (default: the index's)."),
+    admin_token: Optional[str] = typer.Option(None, "--admin-token", envvar="SBIRKIT_ADMIN_TOKEN",
+                                              help="Enable POST /admin/reload for 'Authorization: Bearer TOKEN' "
+                                              "(at least 16 characters; prefer the SBIRKIT_ADMIN_TOKEN variable, "
+                                              "which 'ps' does not show)."),
+    batch_wait_ms: float = typer.Option(5.0, help="How long a query waits for others to share its forward pass."),
+    max_batch: int = typer.Option(32, help="Most queries in one forward pass (1: no batching)."),
+    max_body_bytes: int = typer.Option(2_000_000, help="Largest request body (413 above)."),
+    max_pixels: int = typer.Option(4096 * 4096, help="Largest uploaded image, in pixels (413 above)."),
+    max_strokes: int = typer.Option(1_000, help="Most strokes in a query (422 above)."),
+    max_points: int = typer.Option(20_000, help="Most points in a query's strokes (422 above)."),
+    max_k: int = typer.Option(100, help="Most results per query (422 above)."),
+    allowed_host: Optional[List[str]] = typer.Option(None, "--allowed-host", help="A Host header to accept "
+                                                     "(repeatable; default: the loopback names when bound to "
+                                                     "loopback, any otherwise). Set it behind a reverse proxy."),
+    root_path: str = typer.Option("", help="URL prefix when a reverse proxy serves the app under a path."),
+    threads: Optional[int] = typer.Option(None, help="torch threads for the model (default: torch's)."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
+) -> None:
+    """Serve an index over HTTP: the drawing page at /, the API (POST /search ...) and its reference at /docs.
+
+    The index and its model are loaded and checked before the port opens. Localhost only unless
+    --host says otherwise; POST /admin/reload exists only with --admin-token.
+    """
+    from .serve import Limits, ServeConfig
+    from .serve.run import serve as run_server
+
+    _one_of("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
+    if threads is not None:
+        import torch
+
+        _positive("--threads", threads)
+        torch.set_num_threads(threads)
+    for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-pixels", max_pixels),
+                        ("--max-strokes", max_strokes), ("--max-points", max_points), ("--max-k", max_k),
+                        ("--max-batch", max_batch), ("--workers", workers)):
+        _positive(flag, value)
+    if not 0 <= batch_wait_ms <= 1000:
+        _fail(f"--batch-wait-ms: expected 0..1000 milliseconds, got {batch_wait_ms:g}")
+    if admin_token is not None and len(admin_token) < 16:
+        _fail("--admin-token: expected at least 16 characters (a long random string, e.g. from 'openssl rand -hex 16')")
+    limits = Limits(max_body_bytes=max_body_bytes, max_pixels=max_pixels, max_strokes=max_strokes,
+                    max_points=max_points, max_k=max_k)
+    config = ServeConfig(index_dir=str(index_dir), run=str(run) if run else None, which=which, limits=limits,
+                         batch_wait_ms=batch_wait_ms, max_batch=max_batch, admin_token=admin_token,
+                         allowed_hosts=tuple(allowed_host) if allowed_host else None)
+    run_server(config, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
+               root_path=root_path, echo=typer.echo)
 
 
 @app.command()
