@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+DISPLAY_SIZE = 128  # side of the indexed photos written to OUT/photos for the server's thumbnails
+
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
@@ -83,10 +85,18 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = F
     _say("[4/6] evaluation on the test split (model selected on val):\n" + table)
 
     # 5. index the test photos, search with test sketches ---------------------------------------
-    items = [{"id": p.key, "label": p.class_index, "class_name": p.class_name, "instance": p.instance_id}
-             for p in test_photos]
-    model_info = {"run": str(run_dir), "fingerprint": model_fingerprint(run_dir, "best"),
-                  "embed_dim": int(p_emb.shape[1]), "backbone": config["model"]["backbone"]}
+    # the photos are written out too (at 128 px, for display), so `sbirkit serve --index OUT/index`
+    # can show them: an index serves thumbnails from the files its items name
+    photo_dir = out / "photos"
+    items = []
+    for p in test_photos:
+        path = photo_dir / f"{p.key.split('/', 1)[-1]}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dataset.load_image(p, size=DISPLAY_SIZE).save(path)
+        items.append({"id": p.key, "label": p.class_index, "class_name": p.class_name, "instance": p.instance_id,
+                      "path": str(path.resolve())})
+    model_info = {"run": str(Path(run_dir).resolve()), "fingerprint": model_fingerprint(run_dir, "best"),
+                  "which": "best", "embed_dim": int(p_emb.shape[1]), "backbone": config["model"]["backbone"]}
     index = GalleryIndex.build(p_emb, items, model_info, factory="Flat", progress=False)
     index_dir = index.save(out / "index")
     reloaded = GalleryIndex.load(index_dir, expect_model=model_info)
@@ -129,6 +139,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = F
     (out / "results.json").write_text(json.dumps(numbers, indent=2) + "\n")
     _write_report(out, config, numbers, table, pixel, [pr_png, ap_png, grid], quick)
     _say(f"[6/6] report -> {out / 'report.md'} ({numbers['elapsed_s']} s in all)")
+    _say(f"draw to search these photos in a browser: sbirkit serve --index {index_dir}  (http://127.0.0.1:8000/)")
     return numbers
 
 
