@@ -133,3 +133,36 @@ def test_batching_off_runs_one_query_per_pass(index_dir, synth):
     anyio.run(go)
     stats = app.state.batcher.stats
     assert stats.queries == 6 and stats.batches == 6 and stats.largest == 1
+
+
+def test_a_lone_query_does_not_wait_and_a_batch_waits_only_for_queries_on_their_way(app, synth):
+    snap, jobs = _jobs(app, synth, 2)
+    batcher = Batcher(wait_s=30.0, max_batch=8)
+
+    async def lone():
+        with anyio.fail_after(10):  # far below the 30 s wait
+            return await batcher.submit(jobs[0])
+
+    anyio.run(lone)
+    assert batcher.stats.batches == 1 and batcher.stats.largest == 1
+
+    async def pair():
+        batcher.arriving = 1  # a second request is still being preprocessed
+        results = [None, None]
+
+        async def first():
+            results[0] = await batcher.submit(jobs[0])
+
+        async def second():
+            await anyio.sleep(0.2)  # arrives while the first waits for it
+            batcher.arriving = 0
+            results[1] = await batcher.submit(jobs[1])
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first)
+                tg.start_soon(second)
+        return results
+
+    anyio.run(pair)
+    batcher.shutdown()
+    assert batcher.stats.batches == 2 and batcher.stats.largest == 2

@@ -200,13 +200,21 @@ def test_a_barrage_of_bad_requests_leaves_the_server_up_and_the_index_unchanged(
     assert folder_digest(index_dir) == before
 
 
-def test_overload_is_503_with_retry_after(index_dir):
+def test_overload_is_503_with_retry_after(index_dir, monkeypatch):
+    import time
+
     import anyio
     import httpx
 
-    from sbirkit.serve import Limits, create_app
+    from sbirkit.serve import Limits, batching, create_app
 
-    app = create_app(index_dir, limits=Limits(max_pending=1), batch_wait_ms=1000, max_batch=64)
+    real = batching.run_batch
+
+    def slow(jobs):  # the model is busy for a second with the first query
+        time.sleep(1.0)
+        return real(jobs)
+    monkeypatch.setattr(batching, "run_batch", slow)
+    app = create_app(index_dir, limits=Limits(max_pending=1), batch_wait_ms=0, max_batch=64)
     body = json.dumps({"strokes": [[[0, 50, 100], [0, 100, 0]]]})
 
     async def go():

@@ -386,7 +386,11 @@ def create_app(index_dir: str | os.PathLike | None = None, *, config: ServeConfi
         if nprobe is not None and not snap.index.is_ivf:
             raise RequestError(422, f"nprobe: only IVF indexes take it; this index is {snap.index.factory!r}")
         wanted = check_classes(snap, classes)
-        query = await _read_query(request, query_modality, snap.model.size)
+        batcher.arriving += 1  # on its way to the model: a batch being formed may wait for it
+        try:
+            query = await _read_query(request, query_modality, snap.model.size)
+        finally:
+            batcher.arriving -= 1
         rows = snap.row_filter(gallery_modality, wanted)
         job = Job(snapshot=snap, modality=query_modality, image=query.image, k=k, rows=rows,
                   filter_key=(gallery_modality, wanted), nprobe=nprobe)

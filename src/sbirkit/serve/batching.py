@@ -1,7 +1,8 @@
 """Request batching: queries that arrive together are embedded in one forward pass.
 
-The first query of a batch waits up to ``wait_s`` for others (or until ``max_batch`` are
-queued); then one worker thread embeds the batch (grouped by snapshot and query modality) and
+The first query of a batch waits up to ``wait_s`` for others while other requests are still
+being read and preprocessed (a lone query does not wait), or until ``max_batch`` are queued;
+then one worker thread embeds the batch (grouped by snapshot and query modality) and
 searches the index (grouped by row filter and nprobe, with the largest ``k`` of the group), off
 the event loop. Only one batch runs at a time, so torch's own threads are never oversubscribed;
 queries arriving meanwhile queue up and form the next batch, so batches grow with load.
@@ -99,6 +100,9 @@ class Batcher:
         self.max_pending = int(max_pending)
         self.stats = BatchStats()
         self.pending = 0  # queries submitted and not answered yet (queued, batching or running)
+        #: requests being read and preprocessed, not submitted yet (the app counts them): a batch
+        #: waits for company only while some are on their way, so a lone query never waits
+        self.arriving = 0
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue | None = None
@@ -142,6 +146,8 @@ class Batcher:
                 continue
             except asyncio.QueueEmpty:
                 pass
+            if self.arriving <= 0:  # no other query is on its way: waiting would only add latency
+                break
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 break
