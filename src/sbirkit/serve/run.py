@@ -74,7 +74,8 @@ def serve(
             f"on {host}: reachable from other machines (--host {host}); search has no authentication")
         admin = ", POST /admin/reload enabled (token)" if config.admin_token else ""
         echo(f"sbirkit serve: http://{shown}:{bound}/  ({where}; index {config.index_dir}: {len(snap.index):,} "
-             f"items, model {snap.model.run_dir.name} {snap.model.info['fingerprint']}; {workers} worker"
+             f"items, model {'/'.join(snap.model.run_dir.resolve().parts[-2:])} {snap.model.info['fingerprint']}; "
+             f"{workers} worker"
              f"{'s' if workers > 1 else ''}, batching {config.batch_wait_ms:g} ms / {config.max_batch}{admin})")
         common = dict(log_level=log_level, access_log=access_log, root_path=root_path, timeout_keep_alive=5,
                       server_header=False, proxy_headers=False)
