@@ -102,13 +102,28 @@ class StepContext:
     """One training step's view of the optimisers (see the module docstring)."""
 
     def __init__(self, global_step: int, device: torch.device, optimizers: Mapping[str, NamedOptimizer],
-                 seed: int = 0, autocast_dtype: torch.dtype | None = None):
+                 seed: int = 0, autocast_dtype: torch.dtype | None = None, dist: Any | None = None):
+        from .distributed import SINGLE
+
         self.global_step = int(global_step)
         self.device = device
         self._optimizers = dict(optimizers)
         self.seed = int(seed)
         self.autocast_dtype = autocast_dtype
+        self.dist = dist if dist is not None else SINGLE
         self.stepped: set[str] = set()
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The global batch of ``tensor`` under torchrun (every rank's share in rank order, with
+        gradients flowing back to each); the tensor itself in one process. Losses that compare a
+        sample with others (triplet mining, InfoNCE) gather their inputs first."""
+        from .distributed import gather
+
+        return gather(tensor, self.dist)
 
     @property
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -133,6 +148,10 @@ class StepContext:
     def step(self, name: str | None = None) -> None:
         """Clip (the spec's ``grad_clip``) and step optimiser ``name``, then update its scaler."""
         opt = self._get(name)
+        if self.dist.enabled:
+            from .distributed import average_gradients
+
+            average_gradients(opt.parameters(), self.dist)
         if opt.grad_clip > 0:
             opt.scaler.unscale_(opt.optimizer)
             torch.nn.utils.clip_grad_norm_(opt.parameters(), opt.grad_clip)

@@ -52,8 +52,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
     protocol that adapts on k support pairs of each task before scoring it; the record is then
     ``eval-<split>-<which>-<protocol.name>.json``.
     """
+    from . import distributed
+
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dist = distributed.from_environment(device.type)  # torchrun: each rank embeds a share; rank 0 saves
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     method, config = inference.load_run(run_dir, which, device=device)
     data = merge(config["data"], data_overrides or {})
     if return_embeddings and data.get("zero_shot"):
@@ -70,7 +75,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
         store = feature_cache.store_for({**config, "data": data, "eval": {**config["eval"], "batch_size": ev.batch_size}},
                                         run_dir, device, progress)
     evaluator = Evaluator(method.encoder, dataset, batch_size=ev.batch_size, device=device, features=store,
-                          progress=progress)
+                          progress=progress, dist=dist)
     custom = protocol is not None
     if not custom:
         protocol = create_protocol(data, int(config.get("seed") or 0))
@@ -80,7 +85,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
                   "fingerprint": inference.model_fingerprint(run_dir, which)}
     report = {"run_dir": str(run_dir), "evaluated": now_iso(), "checkpoint": checkpoint,
               "protocol": outcome.protocol, "results": {d: r.as_dict() for d, r in outcome.results.items()}}
-    if save:
+    if save and dist.is_main:
         text = json.dumps(report, indent=2) + "\n"
         name = eval_record_name(split, which, gzsl)
         if custom:

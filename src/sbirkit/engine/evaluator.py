@@ -28,9 +28,13 @@ class Evaluator:
     """
 
     def __init__(self, encoder: torch.nn.Module, dataset: Any, *, batch_size: int = 128,
-                 device: str | torch.device | None = None, features: Any | None = None, progress: bool = False):
+                 device: str | torch.device | None = None, features: Any | None = None, progress: bool = False,
+                 dist: Any | None = None):
+        from .distributed import SINGLE
+
         self.encoder, self.dataset = encoder, dataset
         self.batch_size, self.features, self.progress = int(batch_size), features, progress
+        self.dist = dist if dist is not None else SINGLE
         self.device = torch.device(device) if device is not None else \
             next(iter(encoder.parameters()), torch.empty(0)).device
 
@@ -38,9 +42,22 @@ class Evaluator:
         """``(embeddings, labels, instances)`` of samples of one modality, in order."""
         encoder = encoder if encoder is not None else self.encoder
         samples = list(samples)
-        if self.features is not None:
+        if self.features is not None:  # cheap from the cache: every rank embeds all (nothing is written)
             return self.features.embedder(encoder, self.dataset)(samples)
-        return inference.embed_samples(encoder, self.dataset, samples, self.batch_size, self.device, self.progress)
+        if not self.dist.enabled:
+            return inference.embed_samples(encoder, self.dataset, samples, self.batch_size, self.device, self.progress)
+        # torchrun: each rank embeds its contiguous share; every rank gets all of them, in order
+        from .distributed import all_gather_objects
+
+        bounds = np.linspace(0, len(samples), self.dist.world_size + 1).round().astype(int)
+        mine = samples[bounds[self.dist.rank]:bounds[self.dist.rank + 1]]
+        emb = inference.embed_samples(encoder, self.dataset, mine, self.batch_size, self.device, self.progress)[0]
+        parts = all_gather_objects(emb, self.dist)
+        dim = int(getattr(encoder, "embed_dim", 0))
+        embeddings = np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else \
+            np.zeros((0, dim), np.float32)
+        return (embeddings, np.array([s.class_index for s in samples], dtype=np.int64),
+                [s.instance_id for s in samples])
 
     def split(self, split: str | None) -> tuple[list[Sample], list[Sample]]:
         """``(sketches, photos)`` of a split."""

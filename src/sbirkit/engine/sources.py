@@ -147,8 +147,9 @@ class PairSource(_SampledSource):
     def batches(self, start_step: int = 0) -> Iterator[list[tuple[int, int]]]:
         return self.sampler.batches(start_step)
 
-    def collate(self, plan: Sequence[tuple[int, int]], step: int | None = None) -> dict[str, Any]:
-        batch = self.pair_batch(plan, step)
+    def collate(self, plan: Sequence[tuple[int, int]], step: int | None = None,
+                first_position: int = 0) -> dict[str, Any]:
+        batch = self.pair_batch(plan, step, first_position)
         batch["inputs"] = self.inputs
         return batch
 
@@ -178,8 +179,9 @@ class EpisodeSource(_SampledSource):
             yield [self.sampler.task(first + j) for j in range(self.tasks_per_step)]
             step += 1
 
-    def collate(self, plan: Sequence[EpisodicTask], step: int | None = None) -> dict[str, Any]:
-        tasks, position = [], 0
+    def collate(self, plan: Sequence[EpisodicTask], step: int | None = None,
+                first_position: int = 0) -> dict[str, Any]:
+        tasks, position = [], int(first_position)
         for t in plan:
             support = self.pair_batch(t.support, step, position)
             query = self.pair_batch(t.query, step, position + len(t.support))
@@ -225,11 +227,11 @@ class SampleSource(TrainSource):
                 yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
             epoch, offset = epoch + 1, 0
 
-    def collate(self, plan: Sequence[int], step: int | None = None) -> dict[str, Any]:
+    def collate(self, plan: Sequence[int], step: int | None = None, first_position: int = 0) -> dict[str, Any]:
         if self.augment is None or step is None or self.inputs == "features":
             batch = default_collate([self.items[i] for i in plan])
         else:
-            batch = default_collate([self._augmented(i, step, pos) for pos, i in enumerate(plan)])
+            batch = default_collate([self._augmented(i, step, first_position + pos) for pos, i in enumerate(plan)])
         batch["inputs"] = self.inputs
         if getattr(self, "feature_stage", None) is not None:
             batch["feature_stage"] = self.feature_stage
@@ -310,6 +312,56 @@ class GeneratedSource(TrainSource):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "inputs": "generated", "batch_size": self.batch_size}
+
+
+class ShardedSource(TrainSource):
+    """Rank ``rank``'s contiguous share of every step of ``source`` (``torchrun``; see
+    :mod:`sbirkit.engine.distributed`): the plan is drawn whole, as one process would, and cut, so
+    the shares gathered in rank order are that process's batch (augmentation seeds included). A
+    generated batch keeps its seed and gains ``"shard": (lo, hi)``, the rows of the global batch
+    this rank holds."""
+
+    def __init__(self, source: TrainSource, rank: int, world_size: int):
+        self.source, self.rank, self.world_size = source, int(rank), int(world_size)
+        self.kind, self.inputs = source.kind, source.inputs
+        self.sampler = getattr(source, "sampler", None)
+        self.items = getattr(source, "items", None)
+        self.feature_stage = getattr(source, "feature_stage", None)
+
+    def _unit(self) -> int:
+        if isinstance(self.source, EpisodeSource):
+            return self.source.sampler.k_support + self.source.sampler.k_query
+        return 1
+
+    def batches(self, start_step: int = 0) -> Iterator[Any]:
+        from .distributed import shard_bounds
+
+        what = "tasks_per_step" if isinstance(self.source, EpisodeSource) else "train.batch_size"
+        for plan in self.source.batches(start_step):
+            if isinstance(self.source, GeneratedSource):
+                yield plan
+                continue
+            lo, hi = shard_bounds(len(plan), self.rank, self.world_size, what)
+            yield (list(plan[lo:hi]), lo * self._unit())
+
+    def collate(self, plan: Any, step: int | None = None) -> dict[str, Any]:
+        if isinstance(self.source, GeneratedSource):
+            from .distributed import shard_bounds
+
+            batch = self.source.collate(plan, step)
+            batch["shard"] = shard_bounds(batch["batch_size"], self.rank, self.world_size)
+            return batch
+        local, first = plan
+        return self.source.collate(local, step, first)
+
+    def samples(self, modality: str) -> list:
+        return self.source.samples(modality)
+
+    def cached_features(self, modality: str):
+        return self.source.cached_features(modality) if hasattr(self.source, "cached_features") else None
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.source.describe(), "world_size": self.world_size}
 
 
 class StepWindow:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from . import inference
+from . import distributed, inference
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import changed_keys, merge, read_config, resolve, save_config
 from .context import SetupContext, StepContext
@@ -116,6 +116,9 @@ class Trainer:
         backbone_bn, self.backbone_bn_notice = resolve_backbone_bn(config["train"], config["model"])
         self.train_opts = dataclasses.replace(self.train_opts, backbone_bn=backbone_bn)
         self.device = resolve_device(self.train_opts.device)
+        self.dist = distributed.from_environment(self.device.type)  # torchrun: this process's rank
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
         self.amp_dtype = autocast_dtype(self.device, self.train_opts.amp)
         self.resuming = False
         self.summary: dict[str, Any] = {}
@@ -199,6 +202,8 @@ class Trainer:
                                 int(cfg["seed"]), self.resuming)
         self.method.setup(self.ctx)
         self.method.to(self.device)
+        if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
+            distributed.synchronise_batchnorm(self.method, self.device.type)
         self.source = self.method.train_source(self.ctx)
         self.features = None
         if t.cached_features:  # frozen backbones: train on their features, extracted once
@@ -214,7 +219,18 @@ class Trainer:
                 raise ConfigError(str(exc)) from None
         self._plan_validation()  # checks eval.select before any extraction
         if self.features is not None and not dry_run:
-            self.source = self.source.with_features(self.features, self.method.encoder, t.cache_views)
+            # torchrun: rank 0 extracts and writes the cache; the others read it once it is there
+            if self.dist.is_main:
+                self.source = self.source.with_features(self.features, self.method.encoder, t.cache_views)
+                if self.dist.enabled:
+                    self._extract_validation_features()
+            self.dist.barrier()
+            if not self.dist.is_main:
+                self.source = self.source.with_features(self.features, self.method.encoder, t.cache_views)
+        if self.dist.enabled and not dry_run:
+            from .sources import ShardedSource
+
+            self.source = ShardedSource(self.source, self.dist.rank, self.dist.world_size)
         self.head_init = None
         if not dry_run and not self.resuming:  # a resumed run loads its heads from last.pt
             self.head_init = self.method.init_heads(t.head_init, self._training_features)
@@ -261,7 +277,7 @@ class Trainer:
             sketches, photos = dataset.sketches(self.val_split), dataset.photos(self.val_split)
             if sketches and photos:
                 self.val_evaluator = Evaluator(self.method.encoder, dataset, batch_size=ev.batch_size,
-                                               device=self.device, features=store)
+                                               device=self.device, features=store, dist=self.dist)
                 self.val_kind = "data"
                 fine = any(s.instance_id is not None for s in sketches) and \
                     any(p.instance_id is not None for p in photos)
@@ -282,6 +298,16 @@ class Trainer:
             if names is not None and ev.select not in names:
                 raise ConfigError(f"eval.select: {ev.select!r} is not among the validation metrics of method "
                                   f"{cfg['method']['name']!r} ({', '.join(names)})")
+
+    def _extract_validation_features(self) -> None:
+        """Fill the cache with the validation samples' features now (rank 0, before the others
+        read), so validation under torchrun never writes to the cache from several processes."""
+        if self.val_evaluator is None or self.val_evaluator.features is None:
+            return
+        store, dataset = self.val_evaluator.features, self.val_evaluator.dataset
+        for samples in self.val_evaluator.split(self.val_split):
+            if samples:
+                store.features(self.method.encoder.branch(samples[0].modality), dataset, samples)
 
     def _training_features(self, modality: str) -> np.ndarray:
         """Backbone features of the source's training samples of one modality (for head_init)."""
@@ -328,6 +354,8 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         """config.yaml and meta.json (a resumed run keeps its meta.json and notes the resume)."""
+        if not self.dist.is_main:
+            return
         cfg_path, meta_path = self.run_dir / "config.yaml", self.run_dir / "meta.json"
         save_config(self.config, cfg_path)
         meta = json.loads(meta_path.read_text()) if self.resuming and meta_path.is_file() else \
@@ -342,9 +370,12 @@ class Trainer:
         meta["optimizers"] = sorted(self.optimizers)
         meta["validation"] = self.val_kind
         meta["backbone_bn"] = self.train_opts.backbone_bn
+        meta["world_size"] = self.dist.world_size
         meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
     def _update_meta(self, **fields: Any) -> None:
+        if not self.dist.is_main:
+            return
         meta_path = self.run_dir / "meta.json"
         meta = json.loads(meta_path.read_text())
         for key, value in fields.items():
@@ -369,11 +400,17 @@ class Trainer:
             opt.optimizer.load_state_dict(states["optimizer"][name])
             opt.scheduler.load_state_dict(states["scheduler"][name])
             opt.scaler.load_state_dict(states["scaler"][name])
+        saved_world = int(ckpt.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise CheckpointError(f"{path}: world_size: this run was trained by {saved_world} process(es); resume it "
+                                  f"with {saved_world} (torchrun --nproc_per_node), not {self.dist.world_size}")
         self.step = int(ckpt["step"])
         self.best = dict(ckpt["best"])
         set_rng_state(ckpt["rng"])
 
     def _save_last(self) -> None:
+        if not self.dist.is_main:
+            return
         atomic_save({
             "model": self.method.state_dict(),
             "optimizer": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
@@ -383,9 +420,12 @@ class Trainer:
             "rng": rng_state(),
             "best": dict(self.best),
             "method": self.config["method"]["name"],
+            "world_size": self.dist.world_size,
         }, self.run_dir / "last.pt")
 
     def _save_best(self, selection: str) -> None:
+        if not self.dist.is_main:
+            return
         atomic_save({"model": self.method.state_dict(), "step": self.step, "metric": self.best["metric"],
                      "value": self.best["value"], "selection": selection,
                      "method": self.config["method"]["name"]}, self.run_dir / "best.pt")
@@ -426,10 +466,12 @@ class Trainer:
         from tqdm.auto import tqdm
 
         started = time.perf_counter()
-        created = not self.run_dir.exists()
-        with run_lock(self.run_dir), _deterministic(self.train_opts.deterministic):
+        created = not self.run_dir.exists() and self.dist.is_main
+        lock = run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext()
+        with lock, _deterministic(self.train_opts.deterministic):
             try:
                 self.resuming = self._check_resume()
+                self.dist.barrier()  # every rank has read the old config before rank 0 rewrites it
                 seed_everything(self.config["seed"])
                 self._build()
             except BaseException:
@@ -438,7 +480,8 @@ class Trainer:
                 raise
             self._write_run_files()
             log = MetricsLog(self.run_dir / "metrics.jsonl",
-                             self.run_dir / "tensorboard" if self.train_opts.tensorboard else None)
+                             self.run_dir / "tensorboard" if self.train_opts.tensorboard else None) \
+                if self.dist.is_main else _NoLog()
             try:
                 if self.resuming:
                     self._resume()
@@ -454,8 +497,9 @@ class Trainer:
                     if self.train_opts.progress:
                         print(f"notice: {self.backbone_bn_notice}", file=sys.stderr)
                 self._train(log, tqdm)
-                if not (self.run_dir / "best.pt").is_file():  # no validation data or no finite value
+                if self.dist.is_main and not (self.run_dir / "best.pt").is_file():  # no validation result
                     self._save_best("final step (no validation result)")
+                self.dist.barrier()  # every rank done before any returns (and reads what rank 0 wrote)
             finally:
                 log.close()
             seconds = round(time.perf_counter() - started, 1)
@@ -477,13 +521,13 @@ class Trainer:
             clip_params[name] = [p for p in trainable if id(p) in mine]
         first = next(iter(self.optimizers.values()))
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.run_dir.name}", unit="step",
-                   disable=not t.progress, dynamic_ncols=True)
+                   disable=not t.progress or not self.dist.is_main, dynamic_ncols=True)
         sums: dict[str, Any] = {}
         window_steps, window_start = 0, time.perf_counter()
         self.method.train_mode(t)
         for batch in loader:
             batch = to_device(batch, self.device, non_blocking=True)
-            ctx = StepContext(self.step, self.device, self.optimizers, self.config["seed"], self.amp_dtype)
+            ctx = StepContext(self.step, self.device, self.optimizers, self.config["seed"], self.amp_dtype, self.dist)
             if manual:
                 with ctx.autocast():
                     out = self.method.training_step(batch, ctx)
@@ -497,6 +541,8 @@ class Trainer:
                 for opt in self.optimizers.values():
                     opt.optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out["loss"]).backward()
+                if self.dist.enabled:  # the one-process gradient of the global batch (engine/distributed.py)
+                    distributed.average_gradients(trainable, self.dist)
                 for name, opt in self.optimizers.items():
                     if opt.grad_clip > 0:
                         scaler.unscale_(opt.optimizer)
@@ -511,7 +557,7 @@ class Trainer:
             for k, v in out.items():  # summed on the device: no host sync per step
                 sums[k] = sums.get(k, 0.0) + (v.detach().float() if isinstance(v, torch.Tensor) else float(v))
             if self.step % t.log_every == 0 or self.step == total:
-                record = {k: float(v) / window_steps for k, v in sums.items()}
+                record = distributed.mean_over_ranks({k: float(v) / window_steps for k, v in sums.items()}, self.dist)
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 rate = window_steps * t.batch_size / elapsed
                 losses = [k for k in record if k == "loss" or k.startswith("loss")]
@@ -546,6 +592,19 @@ class Trainer:
             else:
                 out[f"lr/{name}"] = groups[0]["lr"]
         return out
+
+
+class _NoLog:
+    """What ranks other than 0 log to: nothing."""
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def _remove_if_only_lock(run_dir: Path) -> None:

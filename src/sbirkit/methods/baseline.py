@@ -31,9 +31,13 @@ class PairLossMethod(Method):
     loss: torch.nn.Module
 
     def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
-        sketch = self.embed_side(batch, "sketch")
-        photo = self.embed_side(batch, "photo")
-        return self.loss(sketch.float(), photo.float(), batch["label"], batch.get("instance"))
+        sketch = self.embed_side(batch, "sketch").float()
+        photo = self.embed_side(batch, "photo").float()
+        labels, instances = batch["label"], batch.get("instance")
+        if ctx is not None:  # under torchrun the loss mines the whole global batch (identity otherwise)
+            sketch, photo, labels = ctx.gather(sketch), ctx.gather(photo), ctx.gather(labels)
+            instances = ctx.gather(instances) if instances is not None else None
+        return self.loss(sketch, photo, labels, instances)
 
     def sampler_spec(self) -> SamplerSpec:
         return SamplerSpec(kind="pairs", mode=self.mode, classes_per_batch=self.options.classes_per_batch)

@@ -236,7 +236,9 @@ class ZSCMR(Method):
             total = total + o.w_cmd * out["cmd"]
             out["p_min_distance"] = min_pairwise_distance(anchors.detach())
         if "triplet" in self.terms:
-            t = bidirectional_triplet_loss(e_sketch, e_photo, batch["label"], o.margin, self.distance, mining=o.mining)
+            gather = ctx.gather if ctx is not None else (lambda x: x)  # the global batch under torchrun
+            t = bidirectional_triplet_loss(gather(e_sketch), gather(e_photo), gather(batch["label"]), o.margin,
+                                           self.distance, mining=o.mining)
             out["triplet"] = t["triplet"]
             total = total + o.w_triplet * out["triplet"]
         if "rcs" in self.terms:  # targets are the other modality's features, not trained through
