@@ -730,7 +730,8 @@ def serve(
     allowed_host: Optional[List[str]] = typer.Option(None, "--allowed-host", help="A Host header to accept "
                                                      "(repeatable; default: the loopback names when bound to "
                                                      "loopback, any otherwise). Set it behind a reverse proxy."),
-    root_path: str = typer.Option("", help="URL prefix when a reverse proxy serves the app under a path."),
+    root_path: str = typer.Option("", help="The path prefix a reverse proxy strips before forwarding (e.g. /sketch); "
+                                  "names the prefixed URL in the OpenAPI schema."),
     threads: Optional[int] = typer.Option(None, help="torch threads for the model (default: torch's)."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
