@@ -290,7 +290,7 @@ def create_app(index_dir: str | os.PathLike | None = None, *, config: ServeConfi
 
     @app.get("/health", response_model=Health, summary="Liveness: the index is loaded")
     async def health():
-        return {"status": "ok", "items": len(holder.snapshot.index)}
+        return {"status": "ok", "items": len((await _current()).index)}
 
     @app.get("/info", summary="The model, the index and the server's limits")
     async def info():
