@@ -8,6 +8,7 @@ with the same AdamW optimiser. A third row times the engine reading its real dat
 (decoding and collating every batch), i.e. what a user sees. Images/s counts sketches and photos.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py --steps 60
+    .venv/bin/python benchmarks/bench_engine.py --device cuda --speed train.channels_last=true,train.amp=bf16
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ class MemorySource(TrainSource):
         return self._batches[plan]
 
 
-def config(extra, steps, checkpoint_every):
+def config(extra, steps, checkpoint_every, device="cpu", speed=()):
     return apply_overrides(load_preset("triplet_sn-synthetic"), [
         *extra, "model.shared=true", "model.embed_dim=64", "method.classes_per_batch=null",
         "data.cache_images=true", "data.val_split=null", "train.batch_size=32", f"train.steps={steps}",
         "train.log_every=10", f"train.checkpoint_every={checkpoint_every}", "train.warmup_steps=0",
-        "train.progress=true", "train.backbone_bn=frozen"])
+        "train.progress=true", "train.backbone_bn=frozen", f"train.device={device}", *speed])
 
 
 def plain_loop(trainer, batches, steps):
@@ -90,11 +91,15 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU path: run where one is lent)")
+    parser.add_argument("--speed", default="", help="comma-separated train.* overrides, e.g. "
+                        "train.channels_last=true,train.amp=bf16,train.compile=true,train.num_workers=4")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    speed = [o for o in args.speed.split(",") if o]
     rows = []
     for name, extra in MODELS.items():
-        cfg = config(extra, args.steps, args.checkpoint_every)
+        cfg = config(extra, args.steps, args.checkpoint_every, args.device, speed)
         with tempfile.TemporaryDirectory() as tmp:
             probe = Trainer(cfg, Path(tmp) / "probe")
             torch.manual_seed(0)

@@ -76,6 +76,7 @@ def _encoder_options() -> set[str]:
 EXTENSIBLE = {"model": _encoder_options}  # sections whose extra keys a function lists
 # keys that may differ when a run is resumed (they do not change the trained weights)
 RESUME_MUTABLE = ("run_dir", "train.progress", "train.num_workers", "train.log_every", "train.tensorboard",
+                  "train.channels_last", "train.compile",
                   "train.feature_cache", "eval.batch_size", "eval.binary_bits")
 
 

@@ -168,7 +168,10 @@ class TrainOptions:
     grad_clip: float = opt(0.0, number(0.0), "max gradient norm; 0 = off")
     amp: str = opt("auto", choice("auto", "bf16", "fp16", "none"), "autocast is used on CUDA only")
     device: str = opt("auto", text, "auto | cpu | cuda | cuda:N")
-    num_workers: int = opt(0, integer(0))
+    num_workers: int = opt(0, integer(0), "DataLoader worker processes building the batches")
+    channels_last: bool = opt(False, boolean, "channels-last memory format for the model and image batches "
+                                              "(faster convolutions on recent GPUs)")
+    compile: bool = opt(False, boolean, "torch.compile the encoder branches (in place: checkpoints keep their keys)")
     deterministic: bool = opt(False, boolean, "torch.use_deterministic_algorithms")
     log_every: int = opt(10, integer(1))
     eval_every: int = opt(0, integer(0), "0 = only at the end")

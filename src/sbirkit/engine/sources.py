@@ -41,14 +41,17 @@ from ..errors import ConfigError
 SOURCE_KINDS = ("pairs", "episodes", "samples", "generated")
 
 
-def to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move every tensor of a nested batch (dicts, lists, tuples) to ``device``; leave the rest."""
+def to_device(batch: Any, device: torch.device, non_blocking: bool = False, channels_last: bool = False) -> Any:
+    """Move every tensor of a nested batch (dicts, lists, tuples) to ``device``; leave the rest.
+    ``channels_last``: 4-d tensors (image batches) in that memory format."""
     if isinstance(batch, torch.Tensor):
+        if channels_last and batch.dim() == 4:
+            return batch.to(device, non_blocking=non_blocking, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, Mapping):
-        return {k: to_device(v, device, non_blocking) for k, v in batch.items()}
+        return {k: to_device(v, device, non_blocking, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+        return type(batch)(to_device(v, device, non_blocking, channels_last) for v in batch)
     return batch
 
 

@@ -204,6 +204,11 @@ class Trainer:
         self.method.to(self.device)
         if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
             distributed.synchronise_batchnorm(self.method, self.device.type)
+        if t.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if t.compile and not dry_run:
+            for branch in self.method.encoder.branches():
+                branch.compile()  # in place: the state dict keeps its keys, checkpoints stay loadable
         self.source = self.method.train_source(self.ctx)
         self.features = None
         if t.cached_features:  # frozen backbones: train on their features, extracted once
@@ -526,7 +531,7 @@ class Trainer:
         window_steps, window_start = 0, time.perf_counter()
         self.method.train_mode(t)
         for batch in loader:
-            batch = to_device(batch, self.device, non_blocking=True)
+            batch = to_device(batch, self.device, non_blocking=True, channels_last=t.channels_last)
             ctx = StepContext(self.step, self.device, self.optimizers, self.config["seed"], self.amp_dtype, self.dist)
             if manual:
                 with ctx.autocast():
