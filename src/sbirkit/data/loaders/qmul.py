@@ -23,17 +23,19 @@ _KINDS = (("sketch", Modality.SKETCH), ("edge", Modality.PHOTO))
 
 
 class QMULV1Dataset(SBIRDataset):
-    """One QMUL-V1 category: sketches paired with edge maps by row (``instance_id = split/i``).
+    """QMUL-V1 categories: sketches paired with edge maps by row (``instance_id = split/i``; with
+    several categories ``<category>/split/i``, and ``category`` is their names joined by ``+``).
 
     ``triplets`` holds ``<cat>_train_triplets.mat`` when present, else None: a dict from each key
     in the file (``One``, ``Two``, ``Three`` in the shoes release; one per annotator) to a list with
     one int array of shape (k, 2) per anchor photo, each row a pair of **1-based** photo indices
-    as stored (the shoes file has 419 anchors = 304 train + 115 test photos, 45 pairs each).
+    as stored (the shoes file has 419 anchors = 304 train + 115 test photos, 45 pairs each). With
+    several categories it maps each category that has such a file to that dict (None if none has).
     """
 
     name = "qmul-v1"
 
-    def __init__(self, category: str, files: dict[tuple[str, str], Path], triplets, **kwargs):
+    def __init__(self, category: str, files: dict[tuple, Path], triplets, **kwargs):
         self.category = category
         self.files = files
         self.triplets = triplets
@@ -129,31 +131,9 @@ def _read_triplets(path: Path) -> dict[str, list[np.ndarray]]:
     return out
 
 
-@register_dataset("qmul-v1")
-def qmul_v1(
-    root: str, category: str | None = None, image_size: int = 64, stroke_width: float = 2.0
-) -> QMULV1Dataset:
-    """QMUL-V1 shoes/chairs .mat files: sketches paired with photo edge maps (Yu et al., CVPR 2016)."""
-    base = Path(root)
-    if not base.is_dir():
-        raise DataError(
-            f"{base}: root: expected a folder with <category>_sketch_db_train.mat files, not found"
-        )
-    found = _categories(base)
-    if not found:
-        raise DataError(
-            f"{base}: files: expected <category>_sketch_db_{{train,test}}.mat, found none"
-        )
-    if category is None:
-        if len(found) > 1:
-            raise DataError(
-                f"{base}: category: expected one of {sorted(found)} (several found), got None"
-            )
-        category = next(iter(found))
-    elif category not in found:
-        raise DataError(f"{base}: category: expected one of {sorted(found)}, got {category!r}")
-    folder = found[category]
-
+def _category_samples(category: str, folder: Path, class_index: int, qualified: bool):
+    """The files and samples of one category; ``qualified`` puts the category in instance ids (several
+    categories in one dataset must not pair shoe sketch i with chair edge map i)."""
     files: dict[tuple[str, str], Path] = {}
     samples: list[Sample] = []
     for split in SPLITS:
@@ -178,24 +158,98 @@ def qmul_v1(
                     Sample(
                         key=f"{category}/{split}/{modality.value}/{i}",
                         modality=modality,
-                        class_index=0,
+                        class_index=class_index,
                         class_name=category,
                         source=path,
                         index=i,
-                        instance_id=f"{split}/{i}",
+                        instance_id=f"{category}/{split}/{i}" if qualified else f"{split}/{i}",
                         split=split,
                     )
                 )
+    return files, samples
 
-    triplets = None
+
+def _category_triplets(category: str, folder: Path):
     for name in (f"{category}_train_triplets.mat", f"{category}_triplets_train.mat"):
         if (folder / name).is_file():
-            triplets = _read_triplets(folder / name)
-            break
+            return _read_triplets(folder / name)
+    return None
+
+
+@register_dataset("qmul-v1")
+def qmul_v1(
+    root: str,
+    category: str | list[str] | None = None,
+    image_size: int = 64,
+    stroke_width: float = 2.0,
+) -> QMULV1Dataset:
+    """QMUL-V1 shoes/chairs .mat files: sketches paired with photo edge maps (Yu et al., CVPR 2016).
+
+    ``category`` names one category (``shoes``), or a list of them (``[shoes, chairs]``): each
+    becomes a class of its own (class index = position in the list), for category-level tasks
+    such as adapting a model meta-trained on shoes to chairs. With several categories instance
+    ids carry the category (``chairs/test/3``) so pairs never cross categories; ``files`` is then
+    keyed by ``(category, kind, split)`` and ``triplets`` by category. One category keeps the
+    single-category layout (``test/3``, ``files[(kind, split)]``).
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(
+            f"{base}: root: expected a folder with <category>_sketch_db_train.mat files, not found"
+        )
+    found = _categories(base)
+    if not found:
+        raise DataError(
+            f"{base}: files: expected <category>_sketch_db_{{train,test}}.mat, found none"
+        )
+    if isinstance(category, (list, tuple)):
+        names = [str(c) for c in category]
+        if not names:
+            raise DataError(f"{base}: category: expected a category or a non-empty list of them, got []")
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if repeated:
+            raise DataError(f"{base}: category: expected distinct names, got {repeated[0]!r} more than once")
+        missing = [c for c in names if c not in found]
+        if missing:
+            raise DataError(
+                f"{base}: category: expected names from {sorted(found)}, got {missing[0]!r}"
+            )
+        if len(names) > 1:
+            files: dict = {}
+            samples: list[Sample] = []
+            triplets = {}
+            for index, name in enumerate(names):
+                cat_files, cat_samples = _category_samples(name, found[name], index, qualified=True)
+                files.update({(name, *key): path for key, path in cat_files.items()})
+                samples += cat_samples
+                cat_triplets = _category_triplets(name, found[name])
+                if cat_triplets is not None:
+                    triplets[name] = cat_triplets
+            return QMULV1Dataset(
+                "+".join(names),
+                files,
+                triplets or None,
+                classes=names,
+                samples=samples,
+                root=str(base),
+                image_size=image_size,
+                stroke_width=stroke_width,
+            )
+        category = names[0]
+    if category is None:
+        if len(found) > 1:
+            raise DataError(
+                f"{base}: category: expected one of {sorted(found)} (several found), got None"
+            )
+        category = next(iter(found))
+    elif category not in found:
+        raise DataError(f"{base}: category: expected one of {sorted(found)}, got {category!r}")
+    folder = found[category]
+    files, samples = _category_samples(category, folder, 0, qualified=False)
     return QMULV1Dataset(
         category,
         files,
-        triplets,
+        _category_triplets(category, folder),
         classes=[category],
         samples=samples,
         root=str(folder),
