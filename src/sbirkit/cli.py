@@ -345,6 +345,13 @@ def eval_cmd(
     which: str = typer.Option("best", help="Checkpoint: best (selected on val) or last."),
     gzsl: bool = typer.Option(False, "--gzsl", help="Zero-shot runs: generalised zero-shot, the gallery also holds "
                               "the seen-class items of the split."),
+    adapt: Optional[int] = typer.Option(None, "--adapt", help="Adaptive runs (adaptive_fg): adapt on K support pairs "
+                                        "of each task first, then score its queries (docs/adaptive_fg.md)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="With --adapt: class (a task per category) or user "
+                                        "(a task per user); default: what the run was meta-trained on."),
+    draws: int = typer.Option(5, "--draws", help="With --adapt: support draws per category or user."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="With --adapt: meta (the learned inner loop), "
+                                           "none, finetune_head or finetune_all; default: the run's own."),
 ) -> None:
     """Evaluate a run: mAP@all, P@100, P@200 (and Acc@K where instances are paired), per direction."""
     from .engine import evaluate_run
@@ -353,10 +360,59 @@ def eval_cmd(
     overrides = _parse_options(data)
     if "options" in overrides and not isinstance(overrides["options"], dict):
         _fail("--data options=...: expected a mapping, e.g. options={category: shoes}")
+    protocol = None
+    if adapt is not None:
+        from .engine.adaptation import AdaptationProtocol
+
+        _positive("--adapt", adapt)
+        _positive("--draws", draws)
+        if tasks is not None:
+            _one_of("--tasks", tasks, ("class", "user"))
+        if strategy is not None:
+            _one_of("--strategy", strategy, ("meta", "none", "finetune_head", "finetune_all"))
+        _one_of("--which", which, ("best", "last"))
+        protocol = AdaptationProtocol.for_run(run, which, k=adapt, group_by=tasks, draws=draws, strategy=strategy)
+    elif tasks is not None or strategy is not None:
+        _fail("--tasks, --strategy: expected with --adapt K")
     report = evaluate_run(run, split=split, directions=direction or list(DIRECTIONS), data_overrides=overrides,
-                          which=which, progress=True, gzsl=gzsl)
+                          which=which, progress=True, gzsl=gzsl, protocol=protocol)
+    if protocol is not None:
+        p = report["protocol"]
+        typer.echo(f"protocol: {p['name']} ({p['tasks']}-level tasks, k={p['k']}, {p['draws']} draws, strategy "
+                   f"{p['strategy']}, groups: {', '.join(map(str, p['groups']))})")
     typer.echo(_format_eval(report))
     typer.echo(f"saved: {run / 'eval.json'}")
+
+
+@app.command("adapt")
+def adapt_cmd(
+    run: Path = typer.Argument(..., help="A run trained with an adaptive head (method adaptive_fg)."),
+    support: Path = typer.Option(..., "--support", help="Folder of the new category's or user's sketch-photo pairs."),
+    k: int = typer.Option(5, "-k", "--k", help="Support pairs to adapt on (drawn from the folder with --seed)."),
+    out: Path = typer.Option(..., "--out", help="New run folder for the adapted model (eval, index build, search "
+                             "accept it)."),
+    support_format: str = typer.Option("folder", "--support-format", help="folder (photo/<class>/X.*, "
+                                       "sketch/<class>/X-N.*) or qmul-v1 (.mat files)."),
+    which: str = typer.Option("best", help="Checkpoint to adapt: best or last."),
+    seed: int = typer.Option(0, help="Seed of the draw of the k pairs."),
+    split: Optional[str] = typer.Option(None, help="Only pairs of this split of the support folder."),
+    strategy: Optional[str] = typer.Option(None, help="meta (default for meta-trained runs), none, finetune_head "
+                                           "or finetune_all."),
+) -> None:
+    """Adapt a meta-trained run to k sketch-photo pairs of a new category or user; the run itself is not changed."""
+    from .engine.adaptation import adapt_run
+
+    _positive("-k", k)
+    _one_of("--support-format", support_format, ("folder", "qmul-v1"))
+    _one_of("--which", which, ("best", "last"))
+    if strategy is not None:
+        _one_of("--strategy", strategy, ("meta", "none", "finetune_head", "finetune_all"))
+    record = adapt_run(run, support, k, out, support_format=support_format, which=which, seed=seed, split=split,
+                       strategy=strategy)
+    margin = f", margin {record['margin']:.4f}" if record.get("margin") is not None else ""
+    typer.echo(f"adapted {run} on k={k} pairs of {support} ({record['strategy']}, {record['steps']} steps{margin}, "
+               f"{record['seconds'] * 1000:.0f} ms)")
+    typer.echo(f"run: {out}")
 
 
 def _format_eval(report: dict) -> str:
