@@ -24,6 +24,16 @@ TINY = ["data.name=synthetic", "data.options={num_classes: 4, photos_per_class: 
 # what a method needs beyond the tiny defaults (a new method with special needs adds its line here)
 METHOD_OVERRIDES = {
     "zscmr": ["method.semantic=onehot", "method.terms=[cmd,triplet,rcs,class]"],
+    "classifier": ["eval.select=classifier/accuracy"],
+    "modality_discriminator": ["eval.select=discriminator/accuracy"],
+    "crossx_dfl": [f"method.{slot}={{preset: {preset}, overrides: [train.steps=2, train.batch_size=8, train.eval_every=2, "
+                   f"train.progress=false, 'data.options={{{classes}, photos_per_class: 6, image_size: 32, seed: 0}}']}}"
+                   for slot, preset, classes in (("photo_teacher", "classifier-synthetic-photo", "num_classes: 4"),
+                                                 ("sketch_teacher", "classifier-synthetic-sketch", "num_classes: 4"),
+                                                 ("discriminator", "modality_discriminator-synthetic",
+                                                  "classes: [kite, bottle]"))]
+                  + ["method.estimator_batch=8", "method.estimator_steps=1", "method.pool_size=16", "method.queue_size=8",
+                     "method.validation_size=8"],
 }
 
 
