@@ -325,3 +325,28 @@ def test_margin_net_starts_at_its_initial_margin():
     net = MarginNet(8, 16, init=0.3)
     mu = net(torch.randn(4, 8), torch.randn(4, 8))
     assert mu.item() == pytest.approx(0.3, abs=0.05) and mu.requires_grad
+
+
+def test_init_from_a_trained_triplet_sn_run(tmp_path):
+    from sbirkit.engine.config import apply_overrides, load_preset
+
+    source = tmp_path / "triplet_sn"
+    config = apply_overrides(load_preset("triplet_sn-synthetic"), [
+        "data.options={num_classes: 6, photos_per_class: 12, sketches_per_photo: 1, image_size: 32, seed: 0}",
+        "model.shared=true", "model.embed_dim=16", "train.steps=3", "train.batch_size=8", "train.eval_every=0",
+        "train.progress=false", "train.warmup_steps=0", "method.classes_per_batch=4"])
+    Trainer(config, source).fit()
+    theirs = torch.load(source / "best.pt", weights_only=True)["model"]
+    trainer = _built(f"method.init_from={source}", run_dir=tmp_path / "init")
+    mine = trainer.method.state_dict()
+    backbone = [k for k in theirs if k.startswith("encoder.encoder.backbone.")]
+    assert backbone and all(torch.equal(mine[k], theirs[k]) for k in backbone)
+    # the triplet_sn head maps the 64-d pooled features to 16-d, as this one maps the attention-pooled ones
+    assert torch.equal(mine["encoder.encoder.head.proj.1.weight"], theirs["encoder.encoder.head.proj.1.weight"])
+    record = trainer.method.init_record
+    assert record["loaded"] == len([k for k in theirs if k.startswith("encoder.encoder.")])
+    assert any(k.startswith("attention.") for k in record["skipped"])  # triplet_sn had no attention
+    with pytest.raises(ConfigError, match="backbone 'tiny_cnn'"):
+        _built(f"method.init_from={source}", "model.backbone=tiny_cnn_wide", run_dir=tmp_path / "wide")
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        _built(f"method.init_from={tmp_path / 'nothing'}", run_dir=tmp_path / "none")
