@@ -34,6 +34,8 @@ METHOD_OVERRIDES = {
                                                   "classes: [kite, bottle]"))]
                   + ["method.estimator_batch=8", "method.estimator_steps=1", "method.pool_size=16", "method.queue_size=8",
                      "method.validation_size=8"],
+    "adaptive_fg": ["model.shared=true", "method.k_support=1", "method.k_query=1", "method.semantic=onehot",
+                    "eval.select=sketch2photo/acc@1"],
 }
 
 
