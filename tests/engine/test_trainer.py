@@ -281,3 +281,24 @@ def test_backbone_bn_null_freezes_a_pretrained_backbone_on_small_batches(tmp_pat
     assert json.loads((tmp_path / "r" / "meta.json").read_text())["backbone_bn"] == "frozen"
     notices = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r.get("event") == "notice"]
     assert len(notices) == 1 and "backbone_bn=null -> frozen" in notices[0]["message"]
+
+
+def test_init_from_starts_the_backbones_from_another_run(finished, tmp_path):
+    _, source, _ = finished
+    trainer = Trainer(tiny_config("train.steps=1", "train.eval_every=0", "train.lr=0", f"train.init_from={source}"),
+                      tmp_path / "init")
+    trainer.fit()
+    donor = torch.load(source / "best.pt", weights_only=True)["model"]
+    mine = trainer.method.state_dict()
+    backbone = [k for k in mine if ".backbone." in k and k.endswith(("weight", "bias"))]  # (BN statistics move)
+    assert backbone and all(torch.equal(mine[k], donor[k]) for k in backbone)  # lr 0: exactly the donor's
+    heads = [k for k in mine if ".head." in k]
+    assert heads and any(not torch.equal(mine[k], donor[k]) for k in heads)  # init_modules=backbone: heads fresh
+    record = json.loads((tmp_path / "init" / "meta.json").read_text())["init_from"]
+    assert record["modules"] == "backbone" and record["branches"]["sketch"]["from"] == "encoder.sketch_encoder."
+    whole = Trainer(tiny_config("train.steps=1", "train.eval_every=0", "train.lr=0", f"train.init_from={source}",
+                                "train.init_modules=encoder"), tmp_path / "whole")
+    whole.fit()
+    assert all(torch.equal(whole.method.state_dict()[k], donor[k]) for k in heads)
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        Trainer(tiny_config(f"train.init_from={tmp_path / 'nowhere'}"), tmp_path / "bad").fit()

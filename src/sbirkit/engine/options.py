@@ -181,6 +181,11 @@ class TrainOptions:
     cached_features: bool = opt(False, boolean, "train the heads on frozen backbone features cached on disk")
     feature_cache: str | None = opt(None, optional(text), "folder of the feature cache; null = <run_dir>/features")
     head_init: str = opt("default", choice("default", "pca"), "pca: start linear heads at a PCA of the features")
+    init_from: str | None = opt(None, optional(text), "a run folder whose weights start this run's encoder "
+                                                        "(engine/init_from.py)")
+    init_which: str = opt("best", choice("best", "last"), "the checkpoint of init_from")
+    init_modules: str = opt("backbone", choice("backbone", "encoder"), "what init_from copies: the backbones, or "
+                                                                       "whole branches (attention, heads)")
     trainable_stages: int = opt(0, integer(0), "with cached_features: cache the maps before the backbone's last N "
                                                "stages and train those N (and attention, head) on them")
     cache_views: int = opt(1, integer(1), "with cached_features and data.augment: augmented views per sample "

@@ -201,6 +201,11 @@ class Trainer:
         self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
                                 int(cfg["seed"]), self.resuming)
         self.method.setup(self.ctx)
+        self.init_record = None
+        if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
+            from .init_from import init_encoder_from_run
+
+            self.init_record = init_encoder_from_run(self.method.encoder, t.init_from, t.init_which, t.init_modules)
         self.method.to(self.device)
         if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
             distributed.synchronise_batchnorm(self.method, self.device.type)
@@ -375,6 +380,8 @@ class Trainer:
         meta["optimizers"] = sorted(self.optimizers)
         meta["validation"] = self.val_kind
         meta["backbone_bn"] = self.train_opts.backbone_bn
+        if self.init_record is not None:
+            meta["init_from"] = self.init_record
         meta["world_size"] = self.dist.world_size
         meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
