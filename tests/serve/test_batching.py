@@ -25,7 +25,13 @@ def _jobs(app, synth, n=8):
 
 def test_a_full_batch_runs_at_once_as_one_forward_pass(app, synth):
     """max_batch queries queued together run as one batch without waiting out the (long) wait."""
+    import faiss
+
+    from sbirkit.serve.batching import BLAS_MIN_BATCH
+
     snap, jobs = _jobs(app, synth, 8)
+    assert len(jobs) >= BLAS_MIN_BATCH  # the batch searches through BLAS, one query alone does not
+    blas_switch = faiss.cvar.distance_compute_blas_threshold
     alone = [run_batch([job])[0] for job in jobs]
     batcher = Batcher(wait_s=30.0, max_batch=8)
 
@@ -44,6 +50,7 @@ def test_a_full_batch_runs_at_once_as_one_forward_pass(app, synth):
     together = anyio.run(go)
     batcher.shutdown()
     assert batcher.stats.batches == 1 and batcher.stats.largest == 8 and batcher.stats.queries == 8
+    assert faiss.cvar.distance_compute_blas_threshold == blas_switch  # FAISS's global switch put back
     for (s1, r1), (s2, r2) in zip(alone, together):
         np.testing.assert_array_equal(r1, r2)
         np.testing.assert_allclose(s1, s2, atol=1e-5)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,32 @@ class BatchStats:
                 "mean_batch": round(mean, 2)}
 
 
+#: From this many queries in one search, exact (Flat) search goes through BLAS (one matrix product
+#: over the gallery) instead of FAISS's per-query scan. Measured on 100k x 128 vectors, one thread:
+#: the scan costs 6-9 ms a query whatever the batch; BLAS about the same at 4, 2 ms at 16, 1.6 ms at 32.
+BLAS_MIN_BATCH = 8
+
+
+@contextmanager
+def _blas_for(n: int):
+    """Let FAISS use BLAS for a search of ``n`` queries when that is faster (``n >= BLAS_MIN_BATCH``).
+
+    FAISS's switch is a process-wide setting; in the server only the model thread searches, and it
+    puts the setting back after each search.
+    """
+    import faiss
+
+    if n < BLAS_MIN_BATCH:
+        yield
+        return
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
+
+
 def run_batch(jobs: list[Job]) -> list[tuple[np.ndarray, np.ndarray] | BaseException]:
     """Embed and search a batch; one result (scores, rows) or exception per job, in order."""
     out: list[Any] = [None] * len(jobs)
@@ -79,8 +106,9 @@ def run_batch(jobs: list[Job]) -> list[tuple[np.ndarray, np.ndarray] | BaseExcep
         first = jobs[members[0]]
         k = max(jobs[i].k for i in members)
         try:
-            result = first.snapshot.index.search(np.stack([vectors[i] for i in members]), k=k,
-                                                 nprobe=first.nprobe, rows=first.rows)
+            with _blas_for(len(members)):
+                result = first.snapshot.index.search(np.stack([vectors[i] for i in members]), k=k,
+                                                     nprobe=first.nprobe, rows=first.rows)
         except Exception as exc:  # noqa: BLE001
             for i in members:
                 out[i] = exc
