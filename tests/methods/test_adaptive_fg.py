@@ -350,3 +350,30 @@ def test_init_from_a_trained_triplet_sn_run(tmp_path):
         _built(f"method.init_from={source}", "model.backbone=tiny_cnn_wide", run_dir=tmp_path / "wide")
     with pytest.raises(ConfigError, match="checkpoint not found"):
         _built(f"method.init_from={tmp_path / 'nothing'}", run_dir=tmp_path / "none")
+
+
+def test_running_feature_norm_uses_the_updated_running_statistics(tmp_path):
+    import copy
+
+    trainer = _built("method.feature_norm=running", run_dir=tmp_path / "run")
+    method = trainer.method
+    method.train_mode(trainer.train_opts)
+    batch = _first_batch(trainer)
+    twin = copy.deepcopy(method)
+    bn = method.branch.backbone.features[1]
+    before = bn.running_mean.clone()
+    out = method.training_step(batch)
+    assert not torch.equal(bn.running_mean, before) and bn.training  # updated once, mode restored
+    images = torch.cat([x for t in batch["tasks"] for x in twin._task_images(t)])
+    with torch.no_grad():
+        twin.branch.features(images)  # the same statistics update, then eval-mode BatchNorm
+    for m in twin.branch.backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    feats = twin.branch.features(images)
+    sizes = [sum(len(x) for x in twin._task_images(t)) for t in batch["tasks"]]
+    losses = [twin._task_losses(t, f)["loss"] for t, f in zip(batch["tasks"], feats.split(sizes))]
+    assert torch.allclose(out["loss"], torch.stack(losses).mean(), atol=1e-6)
+    assert torch.equal(bn.running_mean, twin.branch.backbone.features[1].running_mean)
+    # auto: running statistics only when init_from supplies trained ones
+    assert _built(run_dir=tmp_path / "auto").method.feature_norm == "batch"

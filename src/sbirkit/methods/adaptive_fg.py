@@ -59,6 +59,7 @@ optimiser state, no graph kept), ``sbirkit adapt RUN --support DIR -k 5 --out RU
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -86,20 +87,25 @@ STRATEGIES = ("meta", "none", "finetune_head", "finetune_all")
 GROUP_BY = ("class", "user")
 
 # the baselines of the paper as overrides of an adaptive_fg preset (BENCHMARKS.md, docs/adaptive_fg.md);
-# "strategy" is how the trained model adapts at test time (AdaptiveFG.adapt)
+# "strategy" is how the trained model adapts at test time (AdaptiveFG.adapt); "from_baseline": the run
+# starts from the trained no-adaptation baseline of the same seed (method.init_from), as the paper's
+# meta-training builds on its supervised baseline; the others train from scratch
+SUPERVISED = ["method.mode=supervised", "method.regularizers=[]"]
 BASELINES: dict[str, dict[str, Any]] = {
-    "ours": {"overrides": [], "strategy": "meta"},
-    "no_adaptation": {"overrides": ["method.mode=supervised", "method.regularizers=[]"], "strategy": "none"},
-    "finetune_head": {"overrides": ["method.mode=supervised", "method.regularizers=[]"], "strategy": "finetune_head"},
-    "finetune_all": {"overrides": ["method.mode=supervised", "method.regularizers=[]"], "strategy": "finetune_all"},
-    "baseline_reg": {"overrides": ["method.mode=supervised"], "strategy": "none"},
+    "ours": {"overrides": [], "strategy": "meta", "from_baseline": True},
+    "no_adaptation": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": False},
+    "finetune_head": {"overrides": SUPERVISED, "strategy": "finetune_head", "from_baseline": False},
+    "finetune_all": {"overrides": SUPERVISED, "strategy": "finetune_all", "from_baseline": False},
+    "baseline_reg": {"overrides": ["method.mode=supervised"], "strategy": "none", "from_baseline": True},
     "maml": {"overrides": ["method.inner=all", "method.margin=fixed", "method.learn_alpha=none",
-                           "method.regularizers=[]"], "strategy": "meta"},
+                           "method.regularizers=[]"], "strategy": "meta", "from_baseline": True},
     "maml_fo": {"overrides": ["method.inner=all", "method.margin=fixed", "method.learn_alpha=none",
-                              "method.regularizers=[]", "method.first_order=true"], "strategy": "meta"},
+                              "method.regularizers=[]", "method.first_order=true"], "strategy": "meta",
+                "from_baseline": True},
     "anil": {"overrides": ["method.margin=fixed", "method.learn_alpha=none", "method.regularizers=[]"],
-             "strategy": "meta"},
-    "upper_bound": {"overrides": ["method.mode=supervised", "method.train_on_test_groups=true"], "strategy": "none"},
+             "strategy": "meta", "from_baseline": True},
+    "upper_bound": {"overrides": [*SUPERVISED, "method.train_on_test_groups=true"], "strategy": "none",
+                    "from_baseline": False},
 }
 
 
@@ -333,6 +339,8 @@ class AdaptiveFG(Method):
         finetune_steps: int = 10  # the fine-tuning baselines (strategy finetune_head / finetune_all)
         finetune_lr: float = 1.0e-3
         finetune_optimizer: str = "adam"  # adam | sgd
+        feature_norm: str = "auto"  # BatchNorm in training: running (statistics updated each step, used as at
+        # test time) | batch (ordinary) | auto: running when init_from gives trained statistics, else batch
 
     def __init__(self, encoder: nn.Module, options: Any | None = None):
         super().__init__(encoder, options)
@@ -340,7 +348,8 @@ class AdaptiveFG(Method):
         for option, value, allowed in (("group_by", o.group_by, GROUP_BY), ("mode", o.mode, MODES),
                                        ("inner", o.inner, INNER), ("margin", o.margin, MARGINS),
                                        ("learn_alpha", o.learn_alpha, ALPHAS),
-                                       ("finetune_optimizer", o.finetune_optimizer, ("adam", "sgd"))):
+                                       ("finetune_optimizer", o.finetune_optimizer, ("adam", "sgd")),
+                                       ("feature_norm", o.feature_norm, ("auto", "running", "batch"))):
             if value not in allowed:
                 raise ConfigError(f"method.{option}: expected one of {', '.join(allowed)}, got {value!r}")
         if o.strategy is not None and o.strategy not in STRATEGIES:
@@ -627,13 +636,48 @@ class AdaptiveFG(Method):
             return self.branch.features(x)
         return x if stage is None else self.branch.features_from(x, int(stage))
 
-    def _task_losses(self, task: Mapping[str, Any], inputs: str = "images") -> dict[str, torch.Tensor]:
+    @contextlib.contextmanager
+    def _running_norm(self, images: torch.Tensor | None):
+        """``feature_norm: running``: the step's images go through F once without gradient in training
+        mode, which updates the BatchNorm running statistics, and the step itself normalises with
+        those statistics (BatchNorm in eval mode), as evaluation and adaptation do. A task holds one
+        category (or one user): normalising by its batch statistics would take out exactly what tells
+        categories apart, make every feature depend on which tasks share the step, and differ from the
+        statistics used at test time. ``batch``: ordinary training-mode BatchNorm (over every image of
+        the step; from scratch, where running statistics are not yet meaningful, training with them
+        collapsed). ``auto``: running with ``init_from``, else batch."""
+        norms = [m for m in self.branch.backbone.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        if self.feature_norm != "running" or not norms or images is None:
+            yield
+            return
+        with torch.no_grad():
+            self.branch.features(images)
+        for m in norms:
+            m.eval()
+        try:
+            yield
+        finally:
+            for m in norms:
+                m.train()
+
+    @property
+    def feature_norm(self) -> str:
+        norm = self.options.feature_norm
+        return norm if norm != "auto" else ("running" if self.options.init_from else "batch")
+
+    @staticmethod
+    def _task_images(task: Mapping[str, Any]) -> list[torch.Tensor]:
+        sup, qry = task["support"], task["query"]
+        return [sup["sketch"], sup["photo"], qry["sketch"], qry["photo"]]
+
+    def _task_losses(self, task: Mapping[str, Any], feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The losses of one task from F's features of its images (support sketches, support photos,
+        query sketches, query photos, in that order)."""
         o = self.options
         sup, qry = task["support"], task["query"]
         k, q = len(sup["sketch"]), len(qry["sketch"])
         branch = self.branch
-        images = torch.cat([sup["sketch"], sup["photo"], qry["sketch"], qry["photo"]])
-        feats = self.features(images, inputs, sup.get("feature_stage")).float()
         fs_s, fs_p, fq_s, fq_p = feats.split([k, k, q, q])
         ids_s, ids_q = sup["photo_index"], qry["photo_index"]
         out: dict[str, torch.Tensor] = {}
@@ -675,7 +719,14 @@ class AdaptiveFG(Method):
         inputs = batch.get("inputs", "images")
         if inputs not in ("images", "features"):
             raise ConfigError(f"adaptive_fg: expected images or cached features, got {inputs!r}")
-        per_task = [self._task_losses(task, inputs) for task in batch["tasks"]]
+        tasks = batch["tasks"]
+        parts = [self._task_images(t) for t in tasks]
+        sizes = [sum(len(x) for x in p) for p in parts]
+        images = torch.cat([x for p in parts for x in p])
+        stage = tasks[0]["support"].get("feature_stage")
+        with self._running_norm(images if inputs == "images" else None):
+            feats = self.features(images, inputs, stage).float()
+            per_task = [self._task_losses(t, f) for t, f in zip(tasks, feats.split(sizes))]
         out = {name: torch.stack([t[name] for t in per_task]).mean() for name in per_task[0]}
         if self.options.learn_alpha == "scalar":
             out["alpha"] = self.alpha.detach()

@@ -1,0 +1,340 @@
+"""Adaptive fine-grained SBIR benchmarks (Bhunia et al., ECCV 2022): ours against every baseline.
+
+Every model trains through the engine (``sbirkit.engine.train``) from an ``adaptive_fg`` preset and
+the overrides of :data:`sbirkit.methods.adaptive_fg.BASELINES`. Meta-learned models (ours, MAML,
+ANIL) and "baseline + regularisers" start from the trained no-adaptation baseline of the same seed
+(``method.init_from``; the paper's meta-training builds on its supervised baseline), so they get
+the baseline's steps and then their own; the others train from scratch. Every number comes from the
+adaptation protocol (:class:`sbirkit.engine.adaptation.AdaptationProtocol`: tasks of the held-out
+categories or users, 5 seeded support draws, the same draws for every model), so differences are
+paired by training seed. Parts (``--parts``):
+
+* ``synthetic``: category-level tasks (adaptive_fg-synthetic), k = 1, 5, 10, ours against no
+  adaptation, head fine-tuning, fine-tuning everything (steps and learning rate of both tuned on
+  the validation categories), MAML (second and first order), ANIL (fixed margin), baseline +
+  regularisers, and the upper bound trained on the new categories' training split;
+* ``synthetic_users``: the same on user-level tasks (adaptive_fg-synthetic_users);
+* ``ablation``: category level, k = 5: each regulariser removed, no regulariser, fixed margin,
+  alpha fixed / per parameter, inner steps 0, 2, 3, 5;
+* ``qmul``: QMUL-V1 shoes -> chairs and chairs -> shoes (adaptive_fg-qmul_v1, _chairs), k = 5, 10,
+  ours against no adaptation and head fine-tuning (needs ``--shared``);
+* ``cost``: adaptation time per task and memory over 1,000 adaptations (tiny_cnn and the cached
+  EfficientNet-Lite0 model when a QMUL run exists).
+
+Runs are kept under ``--out`` (a finished run is reused, so an interrupted benchmark continues);
+``results.json`` and ``results.md`` collect the tables.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adaptive.py --out runs/bench_adaptive --seeds 0 1 2
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adaptive.py --parts qmul --shared ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sbirkit.engine import apply_overrides, evaluate_run, load_preset, load_run, train
+from sbirkit.engine.adaptation import AdaptationProtocol, draw_tasks, support_batch
+from sbirkit.methods.adaptive_fg import BASELINES, SUPERVISED
+
+METRICS = ("acc@1", "acc@5", "acc@10")
+DRAWS = 5
+# ours is meta-trained with k_support = 5; ours_k1 / ours_k10 with the k they are evaluated at (the
+# paired differences use the model whose training k matches: "ours (k-matched)")
+VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strategy": "meta", "from_baseline": True},
+            "ours_k10": {"overrides": ["method.k_support=10"], "strategy": "meta", "from_baseline": True}}
+MAIN = ["ours", "ours_k1", "ours_k10", "no_adaptation", "finetune_head", "finetune_all", "baseline_reg", "maml",
+        "maml_fo", "anil", "upper_bound"]
+ABLATION = [  # (row, overrides of the preset) -- ours with one thing changed
+    ("ours (L_D + L_C + L_S, learned margin, scalar alpha, 1 step)", []),
+    ("- L_D", ["method.regularizers=[c, s]"]),
+    ("- L_C", ["method.regularizers=[d, s]"]),
+    ("- L_S", ["method.regularizers=[d, c]"]),
+    ("no regulariser", ["method.regularizers=[]"]),
+    ("fixed margin (0.2)", ["method.margin=fixed"]),
+    ("alpha fixed (0.5)", ["method.learn_alpha=none"]),
+    ("alpha per parameter (Meta-SGD)", ["method.learn_alpha=per_parameter"]),
+    ("inner steps 0", ["method.inner_steps=0"]),
+    ("inner steps 2", ["method.inner_steps=2"]),
+    ("inner steps 3", ["method.inner_steps=3"]),
+    ("inner steps 5", ["method.inner_steps=5"]),
+]
+FINETUNE_GRID = {"steps": (1, 3, 10, 30), "lr": (1e-4, 1e-3, 1e-2)}
+
+
+def machine() -> dict[str, Any]:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
+                 platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
+            "date": dt.date.today().isoformat(), "command": " ".join(sys.argv)}
+
+
+# ---- runs -------------------------------------------------------------------------------------------------
+def run_dir(out: Path, preset: str, overrides: list[str], seed: int) -> Path:
+    key = hashlib.sha256(json.dumps([preset, sorted(overrides)]).encode()).hexdigest()[:10]
+    return out / "runs" / f"{preset}-{key}-s{seed}"
+
+
+def trained(out: Path, preset: str, overrides: list[str], seed: int, extra: list[str],
+            from_baseline: bool = False) -> tuple[Path, float]:
+    """Train (or reuse) a run; returns its folder and training seconds. ``from_baseline``: start from
+    the no-adaptation baseline of the same seed (trained first; method.init_from)."""
+    if from_baseline:
+        base, _ = trained(out, preset, SUPERVISED, seed, extra)
+        overrides = [*overrides, f"method.init_from={base}"]
+    folder = run_dir(out, preset, overrides, seed)
+    done = folder / "done.json"
+    if done.is_file():
+        return folder, json.loads(done.read_text())["seconds"]
+    config = apply_overrides(load_preset(preset), [*overrides, *extra, f"seed={seed}", "train.progress=false"])
+    started = time.perf_counter()
+    train(config, folder)
+    seconds = time.perf_counter() - started
+    done.write_text(json.dumps({"seconds": seconds, "overrides": overrides, "seed": seed}))
+    print(f"trained {folder.name} in {seconds:.0f} s", flush=True)
+    return folder, seconds
+
+
+def scored(folder: Path, k: int, strategy: str, *, split: str = "test", groups: list[str] | None = None,
+           steps: int | None = None, lr: float | None = None, draws: int = DRAWS) -> dict[str, Any]:
+    """The protocol's macro/micro means (and per draw), cached in the run folder."""
+    tag = f"{split}-k{k}-{strategy}-{steps}-{lr}-{draws}-{','.join(groups or [])}"
+    cache = folder / f"bench-{hashlib.sha256(tag.encode()).hexdigest()[:10]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    protocol = AdaptationProtocol.for_run(folder, k=k, strategy=strategy, steps=steps, lr=lr, groups=groups,
+                                          draws=draws, device="cpu")
+    report = evaluate_run(folder, split=split, protocol=protocol, save=False, device="cpu")
+    p = report["protocol"]
+    result = {"macro": report["results"]["sketch2photo"]["metrics"],
+              "micro": report["results"]["sketch2photo (micro)"]["metrics"],
+              "macro_per_draw": p["macro_per_draw"], "groups": p["groups"], "adapt_seconds": p["adapt_seconds"],
+              "margin": p["margin"], "tag": tag}
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def validation_groups(folder: Path) -> list[str]:
+    """The groups model selection adapted on: method.val_groups, else the meta-train groups."""
+    method, config = load_run(folder)
+    o = config["method"]
+    if o.get("val_groups"):
+        return list(o["val_groups"])
+    from sbirkit.engine import inference
+
+    dataset = inference.build_dataset(config["data"])
+    known = dataset.classes if o.get("group_by", "class") == "class" else dataset.users
+    return [g for g in known if g not in set(o.get("test_groups") or [])]
+
+
+def tune_finetuning(folder: Path, strategy: str, k: int = 5) -> dict[str, Any]:
+    """Steps and learning rate of a fine-tuning baseline, chosen on the validation groups' tasks."""
+    groups = validation_groups(folder)
+    rows = []
+    for steps in FINETUNE_GRID["steps"]:
+        for lr in FINETUNE_GRID["lr"]:
+            r = scored(folder, k, strategy, split="val", groups=groups, steps=steps, lr=lr, draws=3)
+            rows.append({"steps": steps, "lr": lr, "val_acc@1": r["macro"]["acc@1"]})
+    none = scored(folder, k, "none", split="val", groups=groups, draws=3)["macro"]["acc@1"]
+    best = max(rows, key=lambda r: (round(r["val_acc@1"], 6), -r["steps"], -r["lr"]))
+    return {"best": best, "grid": rows, "val_acc@1_no_adaptation": none}
+
+
+# ---- tables ---------------------------------------------------------------------------------------------------
+def _ms(values: list[float]) -> str:
+    a = np.asarray(values, dtype=float)
+    return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
+
+
+def paired(ours: list[float], other: list[float]) -> str:
+    d = np.asarray(ours) - np.asarray(other)
+    return f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0.0:.3f} ({int((d > 0).sum())}/{len(d)} seeds > 0)"
+
+
+def suite(out: Path, name: str, preset: str, variants: list[str], ks: tuple[int, ...], seeds: list[int],
+          extra: list[str]) -> dict[str, Any]:
+    """Train every variant for every seed and score it at every k (fine-tuning tuned on validation)."""
+    results: dict[str, Any] = {"preset": preset, "ks": list(ks), "seeds": seeds, "variants": {}}
+    tuned: dict[str, Any] = {}
+    for v in variants:
+        spec = VARIANTS[v]
+        rows = {str(k): [] for k in ks}
+        seconds = []
+        for seed in seeds:
+            folder, secs = trained(out, preset, spec["overrides"], seed, extra, spec.get("from_baseline", False))
+            seconds.append(secs)
+            kwargs = {}
+            if spec["strategy"].startswith("finetune"):
+                if v not in tuned:
+                    tuned[v] = tune_finetuning(folder, spec["strategy"])
+                kwargs = {"steps": tuned[v]["best"]["steps"], "lr": tuned[v]["best"]["lr"]}
+            for k in ks:
+                rows[str(k)].append(scored(folder, k, spec["strategy"], **kwargs))
+        results["variants"][v] = {"scores": rows, "train_seconds": seconds, "tuned": tuned.get(v)}
+        print(f"{name} {v}: " + ", ".join(f"k={k} acc@1 {_ms([r['macro']['acc@1'] for r in rows[str(k)]])}"
+                                          for k in ks), flush=True)
+    return results
+
+
+def suite_table(title: str, res: dict[str, Any]) -> str:
+    ks = res["ks"]
+    lines = [f"### {title}", "", "| model | " + " | ".join(f"k={k} Acc@1 | k={k} Acc@5" for k in ks) +
+             " | train s |", "|---|" + "---|---|" * len(ks) + "---|"]
+    for v, r in res["variants"].items():
+        cells = []
+        for k in ks:
+            rows = r["scores"][str(k)]
+            cells += [_ms([x["macro"]["acc@1"] for x in rows]), _ms([x["macro"]["acc@5"] for x in rows])]
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {np.mean(r['train_seconds']):.0f} |")
+    if "ours" in res["variants"]:
+        variants = res["variants"]
+        matched = {k: variants.get(f"ours_k{k}", variants["ours"])["scores"][str(k)] for k in ks}
+        lines += ["", "Paired differences, ours (k-matched: meta-trained with the k it is evaluated at) − baseline, "
+                  "Acc@1 (mean ± sd over seeds):", "",
+                  "| baseline | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for v, r in variants.items():
+            if v.startswith("ours"):
+                continue
+            cells = [paired([x["macro"]["acc@1"] for x in matched[k]], [x["macro"]["acc@1"] for x in r["scores"][str(k)]])
+                     for k in ks]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    tuned = {v: r["tuned"]["best"] for v, r in res["variants"].items() if r.get("tuned")}
+    if tuned:
+        lines += ["", "Fine-tuning chosen on the validation tasks (k=5): " +
+                  "; ".join(f"{v}: {t['steps']} steps at lr {t['lr']:g} (val Acc@1 {t['val_acc@1']:.3f})"
+                            for v, t in tuned.items())]
+    return "\n".join(lines)
+
+
+def ablation(out: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for label, overrides in ABLATION:
+        rows = []
+        for seed in seeds:
+            folder, _ = trained(out, "adaptive_fg-synthetic", overrides, seed, extra, from_baseline=True)
+            rows.append(scored(folder, 5, "meta"))
+        res[label] = rows
+        print(f"ablation {label}: acc@1 {_ms([r['macro']['acc@1'] for r in rows])}", flush=True)
+    return res
+
+
+def ablation_table(res: dict[str, Any], baseline: list[float] | None) -> str:
+    lines = ["### Ablation (synthetic categories, k = 5)", "", "| variant | Acc@1 | Acc@5 | − ours (paired) |"
+             + (" − no adaptation (paired) |" if baseline else ""), "|---|---|---|---|" + ("---|" if baseline else "")]
+    ours = [r["macro"]["acc@1"] for r in next(iter(res.values()))]
+    for label, rows in res.items():
+        a1 = [r["macro"]["acc@1"] for r in rows]
+        cells = [_ms(a1), _ms([r["macro"]["acc@5"] for r in rows]), paired(a1, ours)]
+        if baseline:
+            cells.append(paired(a1, baseline))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
+    root = shared / "qmul_v1"
+    cache = out / "qmul-feature-cache"
+    res = {}
+    for preset, name in (("adaptive_fg-qmul_v1", "shoes -> chairs"), ("adaptive_fg-qmul_v1_chairs", "chairs -> shoes")):
+        res[name] = suite(out, name, preset, ["ours", "no_adaptation", "finetune_head"], (5, 10), seeds,
+                          [f"data.root={root}", f"train.feature_cache={cache}", *extra])
+    return res
+
+
+def cost(out: Path) -> dict[str, Any]:
+    """Adaptation time per task and resident memory over 1,000 adaptations."""
+    res = {}
+    candidates = sorted((out / "runs").glob("adaptive_fg-synthetic-*-s0"))[:1] + \
+        sorted((out / "runs").glob("adaptive_fg-qmul_v1-*-s0"))[:1]
+    for folder in candidates:
+        method, config = load_run(folder, device="cpu")
+        from sbirkit.engine import inference
+
+        dataset = inference.build_dataset(config["data"])
+        groups = config["method"].get("test_groups")
+        tasks, _ = draw_tasks(dataset, "test", config["method"].get("group_by", "class"), 5, 1, groups=groups)
+        batch = support_batch(dataset, tasks[0].support, tasks[0].negatives)
+        for _ in range(10):
+            method.adapt(batch)
+        with open("/proc/self/statm") as f:
+            rss0 = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        started = time.perf_counter()
+        n = 1000
+        for _ in range(n):
+            method.adapt(batch)
+        per = (time.perf_counter() - started) / n
+        with open("/proc/self/statm") as f:
+            rss1 = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        res[folder.name] = {"backbone": config["model"]["backbone"], "image_size": config["data"]["options"].get(
+            "image_size"), "ms_per_adaptation_k5": per * 1000, "rss_growth_mb_over_1000": (rss1 - rss0) / 2**20,
+            "rss_mb": rss1 / 2**20, "note": "support images through F, then the head step (no graph kept)"}
+        print(f"cost {folder.name}: {per * 1000:.1f} ms per k=5 adaptation, RSS +{(rss1 - rss0) / 2**20:.1f} MB",
+              flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("runs/bench_adaptive"))
+    p.add_argument("--parts", nargs="+", default=["synthetic", "synthetic_users", "ablation", "cost"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--shared", type=Path, default=None, help="../shared/data (for the qmul part)")
+    p.add_argument("--steps", type=int, default=None, help="train.steps override (default: the presets')")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    extra = [f"train.steps={args.steps}"] if args.steps else []
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results["machine"] = machine()
+    tables = []
+    for part in args.parts:
+        if part == "synthetic":
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic", MAIN, (1, 5, 10), args.seeds, extra)
+            tables.append(suite_table("Synthetic, new categories (category-level tasks)", results[part]))
+        elif part == "synthetic_users":
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", MAIN, (1, 5, 10), args.seeds, extra)
+            tables.append(suite_table("Synthetic, new drawing style (user-level tasks)", results[part]))
+        elif part == "ablation":
+            results[part] = ablation(args.out, args.seeds, extra)
+            base = results.get("synthetic", {}).get("variants", {}).get("no_adaptation")
+            tables.append(ablation_table(results[part], [r["macro"]["acc@1"] for r in base["scores"]["5"]]
+                                         if base else None))
+        elif part == "qmul":
+            if args.shared is None:
+                p.error("--parts qmul needs --shared ../shared/data")
+            results[part] = qmul(args.out, args.shared, args.seeds, extra)
+            for name, res in results[part].items():
+                tables.append(suite_table(f"QMUL-V1 {name}", res))
+        elif part == "cost":
+            results[part] = cost(args.out)
+            tables.append("### Cost\n\n| run | backbone | px | ms per k=5 adaptation | RSS growth over 1,000 (MB) |\n"
+                          "|---|---|---|---|---|\n" + "\n".join(
+                              f"| {n} | {r['backbone']} | {r['image_size']} | {r['ms_per_adaptation_k5']:.1f} | "
+                              f"{r['rss_growth_mb_over_1000']:.1f} |" for n, r in results[part].items()))
+        else:
+            p.error(f"--parts: unknown part {part!r}")
+        results_path.write_text(json.dumps(results, indent=2, default=str))
+    text = "\n\n".join(tables)
+    (args.out / "results.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
