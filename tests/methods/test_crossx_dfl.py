@@ -301,3 +301,27 @@ def test_a_teacher_run_with_another_config_is_not_trained_over(base):
                                     "overrides: [train.steps=5]}")
     assert f"{run} holds a teacher trained with another config" in message
     assert (run / "best.pt").read_bytes() == before
+
+
+def test_dfl_samples_writes_a_grid_of_pairs_per_class_and_overwrites_nothing(base, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from sbirkit.cli import app
+
+    Trainer(tiny_config("train.steps=2"), base / "samples").fit()
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(app, ["dfl", "samples", str(base / "samples"), "--out", str(out), "--per-class", "2",
+                                      "--n", "16"])
+    assert result.exit_code == 0, result.output
+    image = Image.open(out)
+    side = 16 * 2  # image_size x scale
+    assert image.width == 96 + 2 * (2 * side + 4)
+    rows = (image.height + 4) // (side + 4)
+    assert 1 <= rows <= 4 and image.height == rows * (side + 4)
+    again = CliRunner().invoke(app, ["dfl", "samples", str(base / "samples"), "--out", str(out)])
+    assert again.exit_code == 2 and "exists; pass --overwrite" in again.output
+    Trainer(tiny_config("method.variant=classifier_only", "train.steps=1", "train.eval_every=0"),
+            base / "samples-free").fit()
+    free = CliRunner().invoke(app, ["dfl", "samples", str(base / "samples-free"), "--out", str(tmp_path / "x.png")])
+    assert free.exit_code == 2 and "expected a crossx_dfl run that generates its data" in free.output

@@ -64,6 +64,7 @@ GENERATOR_VARIANTS = ("crossx_dfl", "unimodal")
 POOL_VARIANTS = ("crossx_dfl", "unimodal", "gaussian_prior", "deepinversion")
 ESTIMATOR_TERMS = ("onehot", "balance", "activation", "align", "guidance", "adv_kl", "adv_euclid", "bn")
 STUDENT_TERMS = ("nce", "proxy_kl", "proxy_euclid", "proxy_cross")
+LOGGED_TERMS = (*ESTIMATOR_TERMS, "tv")  # est/<term> in metrics.jsonl: the latest round's means
 VALIDATION_SEED = 0x5EED
 
 
@@ -71,18 +72,21 @@ VALIDATION_SEED = 0x5EED
 class Estimator(nn.Module):
     """A generator: noise ``(B, noise_dim)`` -> images ``(B, channels, S, S)`` in [0, 1].
 
-    Linear to a 4x4 map, then (nearest 2x upsampling, 3x3 conv, BatchNorm, LeakyReLU) until S,
-    then a 3x3 conv and a sigmoid. S must be 4·2^n (16, 32, 64, ...).
+    Linear to an s×s map (s in 3..7), then (nearest 2x upsampling, 3x3 conv, BatchNorm, LeakyReLU)
+    until S = s·2^n, then a 3x3 conv and a sigmoid: S may be 16, 24, 28, 32, 48, 56, 64, 96, ...
     """
 
-    def __init__(self, noise_dim: int, image_size: int, channels: int, width: int = 32):
+    def __init__(self, noise_dim: int, image_size: int, channels: int, width: int = 16):
         super().__init__()
-        ups = int(round(math.log2(image_size / 4)))
-        if image_size < 8 or 4 * 2 ** ups != image_size:
-            raise ConfigError(f"method.image_size: expected 8, 16, 32, 64, ... (4·2^n), got {image_size}")
+        side, ups = int(image_size), 0
+        while side % 2 == 0 and side > 7:
+            side, ups = side // 2, ups + 1
+        if ups < 1 or not 3 <= side <= 7:
+            raise ConfigError(f"method.image_size: expected s·2^n with s in 3..7 and n >= 1 (16, 24, 32, 48, 64, ...), "
+                              f"got {image_size}")
         c = int(width) * 4
-        self.start = c
-        self.project = nn.Linear(noise_dim, c * 16)
+        self.start, self.side = c, side
+        self.project = nn.Linear(noise_dim, c * side * side)
         layers: list[nn.Module] = [nn.BatchNorm2d(c)]
         for _ in range(ups):
             out = max(int(width) // 2, c // 2)
@@ -94,7 +98,7 @@ class Estimator(nn.Module):
         self.channels = channels
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.body(self.project(noise).view(len(noise), self.start, 4, 4))
+        return self.body(self.project(noise).view(len(noise), self.start, self.side, self.side))
 
 
 def rgb(x: torch.Tensor) -> torch.Tensor:
@@ -401,6 +405,7 @@ class CrossXDFL(Method):
             self.register_buffer("pool_prob_photo", torch.zeros(o.pool_size, 0))
             self.register_buffer("pool_prob_sketch", torch.zeros(o.pool_size, 0))
         self.register_buffer("estimator_step_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("round_terms", torch.full((len(LOGGED_TERMS),), float("nan")))
         self.register_buffer("teacher_fingerprint", torch.zeros(2, dtype=torch.long))
 
     def _check_options(self) -> None:
@@ -493,21 +498,7 @@ class CrossXDFL(Method):
         if o.variant in TRAINING_FREE:
             return
         base = Path(ctx.run_dir).parent if ctx.run_dir is not None else None
-        photo, sketch, space = self._load_teachers(base, ctx.train.progress)
-        frozen = {"photo": photo.to(ctx.device), "sketch": sketch.to(ctx.device)}
-        if o.w_guidance > 0 and o.variant in GENERATOR_VARIANTS:
-            if o.discriminator is None:
-                raise ConfigError("method.discriminator: modality guidance (w_guidance > 0) needs a discriminator; "
-                                  "set one or w_guidance=0")
-            frozen["discriminator"] = load_discriminator(o.discriminator, "method.discriminator", base,
-                                                         ctx.train.progress).to(ctx.device)
-        if o.w_bn > 0 or o.variant == "deepinversion":
-            for m in ("photo", "sketch"):
-                if o.w_bn > 0 and not frozen[m].bn_layers():
-                    raise ConfigError(f"method.w_bn: the {m} teacher {frozen[m].source} has no BatchNorm layers "
-                                      "(DeepInversion matches their statistics); set w_bn=0")
-        object.__setattr__(self, "_frozen", frozen)
-        object.__setattr__(self, "space", space)
+        photo, sketch, space = self.attach_teachers(base, ctx.device, ctx.train.progress)
         self.heads.build(space, {"photo": photo, "sketch": sketch}, self.students.embed_dim, o.proxy_scale)
         if o.variant in POOL_VARIANTS:
             t = space.num_targets
@@ -516,6 +507,27 @@ class CrossXDFL(Method):
         self.teacher_fingerprint = torch.tensor([photo.fingerprint(), sketch.fingerprint()], dtype=torch.long)
         if o.variant == "alternative_data":
             self._substitute_dataset()
+
+    def attach_teachers(self, base_dir: Path | None, device, progress: bool = True):
+        """Load the teachers and the discriminator the options name (``base_dir``: where preset
+        runs live) and the label space; they are kept outside the state dict."""
+        o = self.options
+        photo, sketch, space = self._load_teachers(base_dir, progress)
+        frozen = {"photo": photo.to(device), "sketch": sketch.to(device)}
+        if o.w_guidance > 0 and o.variant in GENERATOR_VARIANTS:
+            if o.discriminator is None:
+                raise ConfigError("method.discriminator: modality guidance (w_guidance > 0) needs a discriminator; "
+                                  "set one or w_guidance=0")
+            frozen["discriminator"] = load_discriminator(o.discriminator, "method.discriminator", base_dir,
+                                                         progress).to(device)
+        if o.w_bn > 0:
+            for m in ("photo", "sketch"):
+                if not frozen[m].bn_layers():
+                    raise ConfigError(f"method.w_bn: the {m} teacher {frozen[m].source} has no BatchNorm layers "
+                                      "(DeepInversion matches their statistics); set w_bn=0")
+        object.__setattr__(self, "_frozen", frozen)
+        object.__setattr__(self, "space", space)
+        return photo, sketch, space
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Create what depends on the teachers from the checkpoint's shapes when they are not loaded
@@ -539,6 +551,10 @@ class CrossXDFL(Method):
 
         if not hasattr(self, "_substitute"):
             ds = inference.build_dataset(self.options.substitute)
+            if self.options.substitute.get("cache_images"):
+                from ..data.image_cache import cached_images
+
+                ds = cached_images(ds)
             if int(ds.image_size) != int(self.options.image_size):
                 raise ConfigError(f"method.substitute: images of {ds.image_size} px, expected method.image_size="
                                   f"{self.options.image_size} (one resolution end to end)")
@@ -584,12 +600,14 @@ class CrossXDFL(Method):
         logs: dict[str, torch.Tensor] = {}
         if o.variant == "alternative_data":
             photos, sketches = batch["photo"], batch["sketch"]
-            with torch.no_grad():
+            with torch.no_grad():  # (augmented images are labelled again in the student step)
                 t_photo, t_sketch = self._teacher_targets(photos, sketches)
             labels = (t_photo + t_sketch).argmax(1)
         else:
             if int(batch["step"]) % o.estimator_every == 0 or int(self.pool_count) == 0:
-                logs.update(self._estimator_round(int(batch["seed"]), ctx))
+                self._estimator_round(int(batch["seed"]), ctx)
+            logs.update({f"est/{k}": self.round_terms[i].clone() for i, k in enumerate(LOGGED_TERMS)
+                         if not torch.isnan(self.round_terms[i])})
             photos, sketches, t_photo, t_sketch, labels = self._pool_batch(ctx, int(batch["batch_size"]))
         logs.update(self._student_step(photos, sketches, t_photo, t_sketch, labels, ctx))
         logs["estimator_steps"] = self.estimator_step_count.detach().float()
@@ -752,7 +770,8 @@ class CrossXDFL(Method):
         finally:
             object.__setattr__(self, "_ctx", None)
         self._add_to_pool(photos, sketches)
-        return logs
+        for i, k in enumerate(LOGGED_TERMS):  # the round's mean terms, logged on every step until the next
+            self.round_terms[i] = float(logs[f"est/{k}"]) if f"est/{k}" in logs else float("nan")
 
     @torch.no_grad()
     def _add_to_pool(self, photos: torch.Tensor, sketches: torch.Tensor) -> None:
@@ -941,3 +960,58 @@ def overlap_classes(union: list[str], overlap: float, seed: int = 0) -> tuple[li
     photo = [c for c in union if c in shared or c in photo_only]
     sketch = [c for c in union if c in shared or c in sketch_only]
     return photo, sketch
+
+
+def write_samples_grid(run_dir: str | Path, out: str | Path | None = None, per_class: int = 4, n: int = 256,
+                       which: str = "best", seed: int = VALIDATION_SEED, overwrite: bool = False,
+                       scale: int = 2) -> Path:
+    """A PNG of generated (photo | sketch) pairs, one row per class (the teachers' pseudo-label,
+    most confident first), from a CrossX-DFL run's estimators: the poster's "qualitative
+    reconstructions" (``sbirkit dfl samples RUN``). The teachers are loaded as the run names them
+    (preset runs beside the run folder). An existing ``out`` is refused unless ``overwrite``."""
+    from PIL import Image, ImageDraw
+
+    from ..engine import load_run
+    from ..errors import UsageError
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "samples.png"
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out {out}: exists; pass --overwrite to replace it")
+    for flag, value in (("--per-class", per_class), ("--n", n), ("--scale", scale)):
+        if value < 1:
+            raise UsageError(f"{flag}: expected a positive integer, got {value}")
+    method, config = load_run(run_dir, which)
+    if not isinstance(method, CrossXDFL) or method.options.variant in TRAINING_FREE + ("alternative_data",):
+        raise ConfigError(f"{run_dir}: expected a crossx_dfl run that generates its data (variant crossx_dfl, "
+                          "unimodal, gaussian_prior or deepinversion)")
+    method.attach_teachers(run_dir.parent, torch.device("cpu"), progress=False)
+    method.eval()
+    samples = method.generate_samples(n, torch.device("cpu"), seed=seed)
+    side = method.options.image_size * scale
+    rows = []
+    for t, name in enumerate(method.space.targets):
+        idx = (samples["label"] == t).nonzero().flatten()
+        if len(idx):
+            idx = idx[samples["confidence"][idx].argsort(descending=True)][:per_class]
+            rows.append((name, idx.tolist()))
+    if not rows:
+        raise ConfigError(f"{run_dir}: no generated pair was labelled; nothing to draw")
+    label_w, gap = 96, 4
+    sheet = Image.new("RGB", (label_w + per_class * (2 * side + gap), len(rows) * (side + gap)), "white")
+    draw = ImageDraw.Draw(sheet)
+
+    def tile(x: torch.Tensor) -> Image.Image:
+        arr = (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        return Image.fromarray(arr).resize((side, side), Image.Resampling.NEAREST)
+
+    for r, (name, idx) in enumerate(rows):
+        y = r * (side + gap)
+        draw.text((4, y + side // 2 - 6), name[:14], fill="black")
+        for c, i in enumerate(idx):
+            x = label_w + c * (2 * side + gap)
+            sheet.paste(tile(samples["photo"][i]), (x, y))
+            sheet.paste(tile(samples["sketch"][i]), (x + side, y))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
