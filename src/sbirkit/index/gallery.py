@@ -273,6 +273,7 @@ class GalleryIndex:
         requested_factory: str | None = None,
         factory_note: str | None = None,
         updated: str | None = None,
+        build_info: dict | None = None,
     ):
         self._index = index
         self.items = items
@@ -285,6 +286,11 @@ class GalleryIndex:
         self.factory_note = factory_note
         #: when rows were last added or removed (``add``/``remove``; None for an unchanged build)
         self.updated = updated
+        #: how the index was built from shards / for a memory budget (``meta.json`` "build"; see
+        #: :mod:`sbirkit.index.autotune`): whether to memory-map it, the choice and its measured recall
+        self.build_info = dict(build_info) if build_info else None
+        #: True when loaded memory-mapped (read-only: ``add``/``remove`` need ``load(mmap=False)``)
+        self.mapped = False
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod
@@ -362,6 +368,7 @@ class GalleryIndex:
 
     def add(self, embeddings: Any, items: Sequence[dict], progress: bool = False) -> None:
         """Append rows to the index (exact, HNSW, or IVF after training); ids must be new."""
+        self._check_writable("add")
         x = _as_matrix(embeddings, "added embeddings")
         if x.shape[1] != self.dim:
             raise DataError(
@@ -385,6 +392,7 @@ class GalleryIndex:
         and PQ/SQ indexes remove in place; HNSW and other graph indexes are rebuilt from their
         stored vectors. Returns the number of rows removed.
         """
+        self._check_writable("remove")
         wanted = [str(i) for i in ids]
         if not wanted:
             return 0
@@ -407,8 +415,16 @@ class GalleryIndex:
         self.updated = _now()
         return int(len(drop))
 
+    def _check_writable(self, what: str) -> None:
+        if self.mapped:  # FAISS aborts the process when a memory-mapped flat index grows
+            raise UsageError(f"{what}: this index was loaded memory-mapped (read-only); "
+                             "load it with GalleryIndex.load(..., mmap=False) to change it")
+
     def _add_rows(self, x: np.ndarray, items: list[dict], progress: bool) -> None:
         from tqdm.auto import tqdm
+
+        if not isinstance(self.items, list):  # lazily read items (sbirkit.index.items): now a list
+            self.items = list(self.items)
 
         with tqdm(
             total=len(x), desc=f"indexing ({self.factory})", unit="vec", disable=not progress
@@ -559,6 +575,7 @@ class GalleryIndex:
             "faiss_version": faiss.__version__,
             "created": self.created,
             "updated": self.updated,
+            "build": self.build_info,
         }
 
     @staticmethod
@@ -617,13 +634,14 @@ class GalleryIndex:
             raise DataError(f"{target}: expected a gallery index folder (from 'sbirkit index build')")
         cls.check_target(target)
         with _writer_lock(target):
-            index = cls.load(target, expect_model=expect_model)
+            index = cls.load(target, expect_model=expect_model, mmap=False)
             result = change(index)
             index._save_locked(target)
         return index, result
 
     def _save_locked(self, target: Path) -> None:
         """:meth:`save`'s work, with the writer lock of ``target`` already held."""
+        self._check_writable("save")
         _remove_orphans(target)
         tag = uuid.uuid4().hex[:12]
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -634,16 +652,16 @@ class GalleryIndex:
         tmp.mkdir()
         try:
             faiss.write_index(self._index, str(tmp / INDEX_FILE))
-            items_bytes = b"".join(
-                (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8") for item in self.items
-            )
-            (tmp / ITEMS_FILE).write_bytes(items_bytes)
+            items_sha = _write_items(tmp / ITEMS_FILE, self.items)  # streamed: no copy of them all
             meta = dict(self.meta())
             meta["checksums"] = {
                 "algorithm": "sha256",
                 INDEX_FILE: _sha256_file(tmp / INDEX_FILE),
-                ITEMS_FILE: hashlib.sha256(items_bytes).hexdigest(),
+                ITEMS_FILE: items_sha,
                 "labels": _labels_sha256(self.items),
+                # for memory-mapped loads, which check sizes and this instead of the whole file
+                f"{INDEX_FILE}:quick": _quick_sha256(tmp / INDEX_FILE),
+                "bytes": {name: (tmp / name).stat().st_size for name in (INDEX_FILE, ITEMS_FILE)},
             }
             (tmp / META_FILE).write_text(
                 json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8"
@@ -700,7 +718,8 @@ class GalleryIndex:
 
     @classmethod
     def load(
-        cls, directory: str | os.PathLike, expect_model: dict | str | None = None
+        cls, directory: str | os.PathLike, expect_model: dict | str | None = None,
+        mmap: bool | None = None, verify: bool = False,
     ) -> GalleryIndex:
         """Read the live version of an index folder written by :meth:`save`, checking it.
 
@@ -709,18 +728,25 @@ class GalleryIndex:
         disagreement is a one-line :class:`DataError` naming the file. ``expect_model`` (a
         model_info dict or a fingerprint string) must match the model the index was built with;
         otherwise :class:`ModelMismatchError` names both. Safe while another process saves.
+
+        ``mmap=True`` memory-maps the index instead of reading it (IVF lists, flat codes: see
+        :mod:`sbirkit.index.ondisk`), and reads items lazily; ``None`` (the default) does so when
+        the build asked for it (``index build --max-memory`` / ``--from-embeddings``). A mapped
+        load checks the index file's size and a checksum of its two ends, not its whole SHA-256,
+        unless ``verify=True``; the result is read-only (``add``/``remove``/``save`` refuse it).
         """
         root = Path(directory)
         for _ in range(_LOAD_TRIES):
             try:
                 with _open_version(root, _FILES) as (version, handles):
-                    return cls._read(root, version, handles, expect_model)
+                    return cls._read(root, version, handles, expect_model, mmap, verify)
             except _VersionGone:
                 continue
         raise DataError(f"{root}: the index kept changing while being read ({_LOAD_TRIES} tries)")
 
     @classmethod
-    def _read(cls, root: Path, version: Path, handles: dict, expect_model) -> GalleryIndex:
+    def _read(cls, root: Path, version: Path, handles: dict, expect_model, mmap: bool | None = False,
+              verify: bool = False) -> GalleryIndex:
         meta_path = version / META_FILE
         meta = _parse_meta(handles[META_FILE].read(), meta_path)
         checksums = meta.get("checksums")
@@ -739,14 +765,21 @@ class GalleryIndex:
 
         index_path = version / INDEX_FILE
         f = handles[INDEX_FILE]
-        index_digest = _sha256_stream(f) if checksums else None
-        f.seek(0)
-        try:
-            index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-        except RuntimeError as exc:
-            raise DataError(
-                f"{index_path}: expected a FAISS index, could not read it ({_short(exc)})"
-            ) from None
+        mapped = bool((meta.get("build") or {}).get("mmap")) if mmap is None else bool(mmap)
+        if mapped:
+            from .ondisk import read_index_mapped
+
+            index = read_index_mapped(index_path, f, meta, checksums, verify)
+            index_digest = None  # read_index_mapped checked what it could
+        else:
+            index_digest = _sha256_stream(f) if checksums else None
+            f.seek(0)
+            try:
+                index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+            except RuntimeError as exc:
+                raise DataError(
+                    f"{index_path}: expected a FAISS index, could not read it ({_short(exc)})"
+                ) from None
         if index.d != meta["dim"]:
             raise DataError(
                 f"{index_path}: dim: expected {meta['dim']} (meta.json), index has {index.d}"
@@ -761,26 +794,33 @@ class GalleryIndex:
             )
 
         items_path = version / ITEMS_FILE
-        raw = handles[ITEMS_FILE].read()
-        items = _parse_items(raw, items_path)
+        if mapped:
+            from .items import JsonlItems
+
+            raw = None  # checked against its sha256 as it is opened; parsed row by row when used
+            items = JsonlItems(handles[ITEMS_FILE], sha256=checksums[ITEMS_FILE] if checksums else None,
+                               where=str(items_path))
+        else:
+            raw = handles[ITEMS_FILE].read()
+            items = _parse_items(raw, items_path)
         if len(items) != index.ntotal:
             raise DataError(
                 f"{items_path}: rows: expected {index.ntotal} items (one per indexed vector), got {len(items)}"
             )
         if checksums:
             changed = "it was changed after the index was built, or belongs to another build"
-            if index_digest != checksums[INDEX_FILE]:
+            if index_digest is not None and index_digest != checksums[INDEX_FILE]:
                 raise DataError(
                     f"{index_path}: sha256: expected {checksums[INDEX_FILE][:16]}... (meta.json), "
                     f"got {index_digest[:16]}...; {changed}"
                 )
-            digest = hashlib.sha256(raw).hexdigest()
+            digest = hashlib.sha256(raw).hexdigest() if raw is not None else checksums[ITEMS_FILE]
             if digest != checksums[ITEMS_FILE]:
                 raise DataError(
                     f"{items_path}: sha256: expected {checksums[ITEMS_FILE][:16]}... (meta.json), "
                     f"got {digest[:16]}...; {changed}"
                 )
-            if _labels_sha256(items) != checksums["labels"]:
+            if raw is not None and _labels_sha256(items) != checksums["labels"]:  # mapped: in the sha256
                 raise DataError(
                     f"{items_path}: labels: their sha256 differs from meta.json's; {changed}"
                 )
@@ -794,7 +834,12 @@ class GalleryIndex:
             requested_factory=meta.get("factory_requested"),
             factory_note=meta.get("factory_note"),
             updated=meta.get("updated"),
-        )
+            build_info=meta.get("build"),
+        )._mark_mapped(mapped)
+
+    def _mark_mapped(self, mapped: bool) -> GalleryIndex:
+        self.mapped = bool(mapped)
+        return self
 
     def __repr__(self) -> str:
         return (
@@ -955,9 +1000,52 @@ def _parse_items(raw: bytes, path: Path) -> list[dict]:
 
 
 def _labels_sha256(items: Sequence[dict]) -> str:
-    """SHA-256 of the label column: each row's ``class_name`` (else ``label``, else null), in order."""
-    labels = [item.get("class_name", item.get("label")) for item in items]
-    return hashlib.sha256(json.dumps(labels, default=str).encode("utf-8")).hexdigest()
+    """SHA-256 of the label column: each row's ``class_name`` (else ``label``, else null), in order.
+
+    Streamed, byte for byte what ``json.dumps`` of the whole list gives, without that list.
+    """
+    h = hashlib.sha256(b"[")
+    for i, item in enumerate(items):
+        label = json.dumps(item.get("class_name", item.get("label")), default=str)
+        h.update(((", " if i else "") + label).encode("utf-8"))
+    h.update(b"]")
+    return h.hexdigest()
+
+
+def _write_items(path: Path, items: Sequence[dict]) -> str:
+    """Write ``items.jsonl`` (one JSON object per line) and return its SHA-256. Lazily read items
+    (:mod:`sbirkit.index.items`) hand over their lines as they are, unparsed."""
+    h = hashlib.sha256()
+    raw = getattr(items, "raw_lines", None)
+    lines = raw() if raw is not None else (
+        (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8") for item in items)
+    with open(path, "wb") as f:
+        for line in lines:
+            h.update(line)
+            f.write(line)
+    return h.hexdigest()
+
+
+#: bytes at each end of index.faiss that the quick checksum covers
+QUICK_BYTES = 4 << 20
+
+
+def _quick_sha256(path: Path) -> str:
+    """SHA-256 of the file's size and its first and last :data:`QUICK_BYTES` (see ``load(mmap=True)``)."""
+    with open(path, "rb") as f:
+        return _quick_sha256_stream(f)
+
+
+def _quick_sha256_stream(f) -> str:
+    size = os.fstat(f.fileno()).st_size
+    h = hashlib.sha256(str(size).encode())
+    f.seek(0)
+    h.update(f.read(QUICK_BYTES))
+    if size > QUICK_BYTES:
+        f.seek(max(QUICK_BYTES, size - QUICK_BYTES))
+        h.update(f.read(QUICK_BYTES))
+    f.seek(0)
+    return h.hexdigest()
 
 
 def _sha256_stream(f) -> str:

@@ -1,0 +1,162 @@
+"""Item dicts read lazily from JSON-lines files: a few bytes of memory per row, not a dict per row.
+
+A gallery of 10M photos has 10M item dicts (id, path, class_name); as Python dicts they take
+about 3-4 GB, more than the FAISS index of their vectors. :class:`JsonlItems` keeps the file
+memory-mapped plus one int64 offset per line, and parses a line only when a result needs it.
+It is a read-only :class:`~collections.abc.Sequence` of dicts, so
+:class:`~sbirkit.index.gallery.GalleryIndex` uses it where it uses a list (``items[i]``,
+``len``, iteration); :meth:`raw_lines` hands the lines over as they are, so saving an index
+copies them without parsing them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import mmap
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+_SCAN = 1 << 26  # bytes scanned for line breaks at a time (a 64 MiB bool array at most)
+
+
+def item_line(item: dict) -> bytes:
+    """One item as the line ``GalleryIndex.save`` writes to ``items.jsonl``."""
+    return (json.dumps(item, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class JsonlItems(Sequence):
+    """The objects of a JSON-lines file, one per non-blank line, parsed on access.
+
+    ``source`` is a path or a binary file object open for reading (kept valid by the memory map
+    after the file is closed or deleted). ``sha256`` (hex) is checked against the whole file
+    when it is opened; ``expect_rows`` against the number of lines. Each object must have an
+    ``id`` or ``path`` key (checked when it is read).
+    """
+
+    def __init__(self, source: Any, expect_rows: int | None = None, sha256: str | None = None,
+                 where: str | None = None):
+        if isinstance(source, (str, os.PathLike)):
+            self.path = Path(source)
+            with open(self.path, "rb") as f:
+                self._open(f, sha256)
+        else:
+            self.path = Path(where or getattr(source, "name", "<items>"))
+            self._open(source, sha256)
+        if expect_rows is not None and len(self) != int(expect_rows):
+            raise DataError(f"{self.path}: rows: expected {expect_rows} items, got {len(self)}")
+
+    def _open(self, f, sha256: str | None) -> None:
+        size = os.fstat(f.fileno()).st_size
+        if sha256 is not None:
+            f.seek(0)
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):  # a read, not the map: no resident pages
+                h.update(block)
+            if h.hexdigest() != sha256:
+                raise DataError(f"{self.path}: sha256: expected {sha256[:16]}..., got {h.hexdigest()[:16]}...; "
+                                "it was changed after the index (or shard) was written")
+        self._buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        breaks = []
+        for a in range(0, size, _SCAN):
+            n = min(_SCAN, size - a)
+            view = np.frombuffer(self._buf, dtype=np.uint8, count=n, offset=a)
+            breaks.append(np.flatnonzero(view == 10).astype(np.int64) + a)
+            del view
+        nl = np.concatenate(breaks) if breaks else np.zeros(0, np.int64)
+        if size and (len(nl) == 0 or nl[-1] != size - 1):
+            raise DataError(f"{self.path}: expected one JSON object per line ending in a line break; "
+                            "the file is truncated")
+        starts = np.concatenate([[0], nl[:-1] + 1]).astype(np.int64) if len(nl) else np.zeros(0, np.int64)
+        blank = (nl - starts) == 0 if len(nl) else np.zeros(0, bool)
+        if blank.any():  # rare (never written by sbirkit): keep explicit ends for the lines kept
+            keep = ~blank
+            self._starts, self._ends = starts[keep], nl[keep]
+        else:
+            self._starts = np.concatenate([starts, [size]]).astype(np.int64)  # line i: [s[i], s[i+1]-1)
+            self._ends = None
+
+    def __len__(self) -> int:
+        return len(self._starts) if self._ends is not None else len(self._starts) - 1
+
+    def _span(self, i: int) -> tuple[int, int]:
+        if self._ends is not None:
+            return int(self._starts[i]), int(self._ends[i])
+        return int(self._starts[i]), int(self._starts[i + 1]) - 1
+
+    def line(self, i: int) -> bytes:
+        """Line ``i`` as bytes, with its line break."""
+        a, b = self._span(i)
+        return bytes(self._buf[a : b + 1])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        a, b = self._span(i)
+        try:
+            obj = json.loads(self._buf[a:b])
+        except ValueError:
+            raise DataError(f"{self.path}:{i + 1}: expected one JSON object per line, could not parse it") from None
+        if not isinstance(obj, dict) or not ("id" in obj or "path" in obj):
+            raise DataError(f"{self.path}:{i + 1}: expected an object with 'id' or 'path'")
+        return obj
+
+    def __iter__(self) -> Iterator[dict]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def raw_lines(self) -> Iterator[bytes]:
+        for i in range(len(self)):
+            yield self.line(i)
+
+    def __repr__(self) -> str:
+        return f"JsonlItems({str(self.path)!r}, rows={len(self)})"
+
+
+class ConcatItems(Sequence):
+    """Several :class:`JsonlItems` (one per shard) as one sequence, in order."""
+
+    def __init__(self, parts: Sequence[JsonlItems]):
+        self.parts = list(parts)
+        self._ends = list(np.cumsum([len(p) for p in self.parts]).tolist()) if self.parts else []
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if self._ends else 0
+
+    def _locate(self, i: int) -> tuple[JsonlItems, int]:
+        p = bisect.bisect_right(self._ends, i)
+        return self.parts[p], i - (self._ends[p - 1] if p else 0)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        part, j = self._locate(i)
+        return part[j]
+
+    def __iter__(self) -> Iterator[dict]:
+        for part in self.parts:
+            yield from part
+
+    def raw_lines(self) -> Iterator[bytes]:
+        for part in self.parts:
+            yield from part.raw_lines()
+
+    def __repr__(self) -> str:
+        return f"ConcatItems(parts={len(self.parts)}, rows={len(self)})"
