@@ -483,16 +483,34 @@ def embed(
     run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
     folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
     out: Path = typer.Option(..., "--out", help="Output file with embeddings, ids, paths and labels; '.npz' is "
-                             "appended unless the name ends in it (x -> x.npz)."),
+                             "appended unless the name ends in it (x -> x.npz). In shard mode (--shard, --shards "
+                             "or under torchrun): a folder of shards (docs/scale.md)."),
     modality: str = typer.Option("photo", help="photo or sketch: which encoder branch to use."),
     which: str = typer.Option("best", help="Checkpoint: best or last."),
     batch_size: int = typer.Option(64, help="Images per batch."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: this is worker i of n (0-based; e.g. "
+                                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); under torchrun the default "
+                                        "is RANK/WORLD_SIZE. Each worker embeds its shards of the sorted file list."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="How many shards the folder holds (default: the "
+                                         "number of workers); worker i embeds shards i, i+n, ... Finished shards "
+                                         "are never redone, so more shards lose less work to a killed worker."),
 ) -> None:
-    """Embed a folder of images to disk (.npz: embeddings, ids, paths, labels where the layout gives them)."""
+    """Embed a folder of images to disk (.npz: embeddings, ids, paths, labels where the layout gives them),
+    or, in shard mode, one worker's shards of it into a folder that 'index build --from-embeddings' reads."""
     import json
 
     import numpy as np
 
+    from .index.shards import parse_shard_spec, worker_from_env
+
+    env_worker = worker_from_env()
+    if shard is not None or shards is not None or (env_worker is not None and env_worker[1] > 1):
+        worker, workers = parse_shard_spec(shard) if shard is not None else (env_worker or (0, 1))
+        if shards is not None:
+            _positive("--shards", shards)
+        _embed_shards(run, folder, out, modality, which, batch_size, worker, workers,
+                      shards if shards is not None else workers, from_env=shard is None and env_worker is not None)
+        return
     target = _npz_path(out)
     if target.is_dir():
         _fail(f"--out {target}: expected a file name, found a folder")
@@ -504,39 +522,145 @@ def embed(
     typer.echo(f"embedded {len(items)} images ({skipped} skipped) -> {target}")
 
 
+def _embed_shards(run: Path, folder: Path, out: Path, modality: str, which: str, batch_size: int,
+                  worker: int, workers: int, num_shards: int, from_env: bool) -> None:
+    """``embed`` in shard mode: flags, --out and the folder are checked before the model loads."""
+    import torch
+
+    from .index.shards import Manifest, check_out_folder, embed_shards
+
+    _one_of("--modality", modality, ("photo", "sketch"))
+    _one_of("--which", which, ("best", "last"))
+    _positive("--batch-size", batch_size)
+    if workers > num_shards:
+        _fail(f"--shards: expected at least as many shards as workers ({workers}), got {num_shards}")
+    check_out_folder(out)
+    manifest = Manifest.of_folder(folder)
+
+    def load_model():
+        encoder, size, info = _run_encoder(run, which)
+        fn = encoder.encode_photo if modality == "photo" else encoder.encode_sketch
+        return fn, size, info
+
+    who = f"worker {worker}/{workers}" + (" (torchrun RANK/WORLD_SIZE)" if from_env else "")
+    typer.echo(f"{who}: {len(manifest)} files in {folder}, {num_shards} shards -> {out}", err=True)
+    with torch.no_grad():
+        report = embed_shards(out, manifest, worker, workers, num_shards, load_model, batch_size=batch_size,
+                              modality=modality, echo=lambda line: typer.echo(line, err=True))
+    typer.echo(f"{who}: embedded {report.rows} images in {len(report.embedded)} shards ({report.skipped} "
+               f"unreadable, skipped); {len(report.finished_before)} shards finished earlier"
+               + (f"; {len(report.busy)} being written by another worker" if report.busy else "") + f" -> {out}")
+
+
 index_app = typer.Typer(help="Build and inspect persistent search indexes.", no_args_is_help=True, cls=_Group)
 app.add_typer(index_app, name="index")
 
 
 @index_app.command("build")
 def index_build(
-    run: Path = typer.Argument(..., help="Run folder of the model to embed with."),
-    folder: Path = typer.Argument(..., help="Photo collection (searched recursively; ROOT/<class>/* gives labels)."),
+    run: Optional[Path] = typer.Argument(None, help="Run folder of the model to embed with (with "
+                                         "--from-embeddings: optional, checked against the shards' model)."),
+    folder: Optional[Path] = typer.Argument(None, help="Photo collection (searched recursively; ROOT/<class>/* "
+                                            "gives labels). Not with --from-embeddings."),
     out: Path = typer.Option(..., "--out", help="Index folder to write: new, or an index folder (a new version "
                              "replaces the old one; searches running meanwhile see one or the other)."),
-    factory: str = typer.Option("Flat", help="FAISS index factory: Flat (exact), IVF256,Flat, HNSW32 ... "
-                                "(an IVF with more lists than photos is shrunk; the one used is printed)."),
+    factory: Optional[str] = typer.Option(None, help="FAISS index factory: Flat (exact, the default), IVF256,Flat, "
+                                          "HNSW32 ... (an IVF with more lists than photos is shrunk; the one used "
+                                          "is printed)."),
+    from_embeddings: Optional[Path] = typer.Option(None, "--from-embeddings", help="Build from a shard folder "
+                                                   "('embed --shard') or an .npz ('embed --out x.npz') instead of "
+                                                   "embedding photos; vectors are read one shard at a time."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", help="Choose the index for this memory budget "
+                                             "(e.g. 4GB = 4e9 bytes, 4GiB = 4G = 2^30 bytes): Flat, HNSW, IVF-Flat, "
+                                             "IVF-PQ or OPQ+IVF-PQ; recorded with its measured recall (docs/scale.md)."),
+    target_recall: Optional[float] = typer.Option(None, "--target-recall", help="Tune nprobe/efSearch until "
+                                                  "recall@10 against exact search reaches this on held-out "
+                                                  "gallery vectors (default 0.95 with --max-memory)."),
+    mmap: Optional[bool] = typer.Option(None, "--mmap/--no-mmap", help="Whether search and serve memory-map the "
+                                        "index instead of reading it (default: on with --max-memory or "
+                                        "--from-embeddings)."),
     which: str = typer.Option("best", help="Checkpoint: best or last."),
     batch_size: int = typer.Option(64, help="Images per batch."),
 ) -> None:
-    """Embed a photo collection with a trained model and save a FAISS index with its metadata.
+    """Embed a photo collection with a trained model (or read shards) and save a FAISS index with its metadata.
 
     --out, the folder, the flags and the factory are checked before anything is embedded.
     """
     import warnings
 
     from .index import GalleryIndex
+    from .index.autotune import check_target_recall, parse_memory
     from .index.gallery import check_factory
 
+    if factory is not None and max_memory is not None:
+        _fail("--factory, --max-memory: expected one of them (--max-memory chooses the factory)")
+    budget = parse_memory(max_memory) if max_memory is not None else None
+    check_target_recall(target_recall)
     GalleryIndex.check_target(out)
+    large = from_embeddings is not None or budget is not None or target_recall is not None
+    if from_embeddings is not None:
+        if folder is not None:
+            _fail(f"FOLDER {folder}: --from-embeddings builds from the embeddings; give no photo folder")
+        _index_from_embeddings(from_embeddings, run, out, factory, budget, target_recall, mmap, which)
+        return
+    if run is None or folder is None:
+        _fail("RUN FOLDER: expected a run folder and a photo folder (or --from-embeddings DIR)")
+    factory_used = factory or "Flat"
     emb, items, info, skipped = _embed_folder(
-        run, folder, which, batch_size, before_embedding=lambda info: check_factory(factory, info["embed_dim"]))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"factory .*: nlist")  # said below, in words
-        index = GalleryIndex.build(emb, items, info, factory=factory)
+        run, folder, which, batch_size,
+        before_embedding=lambda info: factory is None or check_factory(factory, info["embed_dim"]))
+    if large:
+        from .index.autotune import ArraySource
+
+        index = _build_large(ArraySource(emb, items, info), factory, budget, target_recall,
+                             mmap if mmap is not None else budget is not None, {"kind": "folder", "path": str(folder)})
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"factory .*: nlist")  # said below, in words
+            index = GalleryIndex.build(emb, items, info, factory=factory_used)
+        if mmap:
+            index.build_info = {"mmap": True}
     saved = index.save(out)
     typer.echo(f"indexed {len(items)} photos ({skipped} unreadable, skipped) with {index.factory} -> {saved}")
-    if index.factory != factory:
+    if factory is not None and index.factory != factory:
+        typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
+
+
+def _build_large(source, factory, budget, target_recall, mmap: bool, source_info: dict):
+    """``index build`` through :func:`sbirkit.index.autotune.build_index` (shards, budgets, recall)."""
+    import warnings
+
+    from .index.autotune import build_index
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"factory .*: nlist")
+        return build_index(source, factory=factory, max_memory=budget, target_recall=target_recall, mmap=mmap,
+                           echo=lambda line: typer.echo(line, err=True), source_info=source_info)
+
+
+def _index_from_embeddings(path: Path, run: Optional[Path], out: Path, factory, budget, target_recall, mmap,
+                           which: str) -> None:
+    from .index import check_model
+    from .index.autotune import open_source
+    from .index.gallery import check_factory
+
+    source = open_source(path)
+    if factory is not None:
+        check_factory(factory, source.dim)
+    info = source.model_info
+    if run is not None:  # the model named on the command line must be the one that embedded the shards
+        _, _, run_info = _run_encoder(run, which)
+        check_model(info, run_info, where=str(path))
+    if getattr(source, "header", {}).get("modality") == "sketch":
+        source.model_info["modality"] = "sketch"
+    kind = "shards" if hasattr(source, "shards") else "npz"
+    index = _build_large(source, factory, budget, target_recall, True if mmap is None else mmap,
+                         {"kind": kind, "path": str(path.resolve()),
+                          **({"shards": len(source.shards)} if kind == "shards" else {})})
+    saved = index.save(out)
+    typer.echo(f"indexed {len(index)} vectors from {path} ({source.skipped} unreadable when embedded) with "
+               f"{index.factory} -> {saved}")
+    if factory is not None and index.factory != factory:
         typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
 
 
@@ -553,6 +677,8 @@ def index_info(
     index_dir: Path = typer.Argument(..., help="Index folder from 'sbirkit index build'."),
     as_json: bool = typer.Option(False, "--json/--no-json", help="Print meta.json (plus path, version, file "
                                  "sizes) as JSON instead."),
+    verify: bool = typer.Option(False, "--verify", help="Also check the full SHA-256 of every file (reads the "
+                                "whole index once; memory-mapped loads check only sizes and the file's ends)."),
 ) -> None:
     """Describe an index without loading its vectors: size, model, factory, metric, dim, nprobe, created."""
     import json
@@ -560,6 +686,10 @@ def index_info(
     from .index import GalleryIndex
 
     meta = GalleryIndex.read_meta(index_dir)
+    if verify:
+        from .index.ondisk import verify_index
+
+        meta["verified"] = verify_index(index_dir)
     if as_json:
         typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return
@@ -584,6 +714,24 @@ def index_info(
         f"faiss {meta.get('faiss_version', '?')})",
         "files: " + ", ".join(f"{name} {_size(n)}" for name, n in sorted(meta.get("files", {}).items())),
     ]
+    build = meta.get("build") or {}
+    tuned = build.get("autotune")
+    if tuned:
+        budget = tuned.get("max_memory_bytes")
+        param = ", ".join(f"{k} {v}" for k, v in (tuned.get("search_param") or {}).items())
+        recall = tuned.get(f"recall@{tuned['k']}")
+        lines.append(f"chosen: {tuned.get('kind') or tuned['factory']} for "
+                     + (f"--max-memory {_size(budget)}" if budget else "the given factory")
+                     + f" (estimated {_size(tuned.get('estimated_bytes') or 0)}); recall@{tuned['k']} "
+                     f"{recall:.3f} on {tuned['queries']['held_out']} held-out queries"
+                     + (f" at {param}" if param else "") + f", target {tuned['target_recall']:g}"
+                     + ("" if tuned.get("target_reached") else " (not reached)"))
+    if build:
+        lines.append(f"loading: {'memory-mapped' if build.get('mmap') else 'read into memory'}"
+                     + (f"; built from {build['source']['kind']} {build['source']['path']}" if build.get("source")
+                        else ""))
+    if verify:
+        lines.append("verified: full sha256 of " + ", ".join(sorted(meta["verified"])) + " match meta.json")
     typer.echo("\n".join(lines))
 
 
