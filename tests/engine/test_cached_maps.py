@@ -30,6 +30,9 @@ def test_the_last_stages_train_on_cached_maps_and_the_early_ones_stay(tmp_path):
     trainer = Trainer(config, tmp_path / "run")
     trainer.fit()
     assert trainer.features.stage == 3 and trainer.source.feature_stage == 3  # tiny_cnn: 4 stages, 1 trains
+    ds = trainer.dataset
+    once = sum(len(f(split)) for f in (ds.sketches, ds.photos) for split in ("train", "val"))
+    assert trainer.features.extracted == once  # the trained later stages do not invalidate the cached maps
     maps = trainer.source.items.features_of("sketch")
     assert maps.ndim == 4 and maps.shape[1:] == (32, 4, 4)  # the map after three stride-2 stages of 32 px
     torch.manual_seed(0)

@@ -47,12 +47,18 @@ def weights_digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def branch_identity(branch: Encoder) -> dict[str, Any]:
-    """What a branch's features depend on: backbone name, input normalisation and weights."""
+def branch_identity(branch: Encoder, stage: int | None = None) -> dict[str, Any]:
+    """What a branch's features depend on: backbone name, input normalisation and weights; with
+    ``stage`` (maps cut there) only the weights of the stages before it, so training the later
+    stages does not invalidate the cache."""
     norm = branch.input_norm
     stats = None if norm is None else [norm.mean.flatten().tolist(), norm.std.flatten().tolist()]
+    if stage is None:
+        digest = weights_digest(branch.backbone)
+    else:
+        digest = weights_digest(torch.nn.ModuleList([m for i in range(stage) for m in branch.backbone.stage_modules(i)]))
     return {"backbone": getattr(branch.backbone, "backbone_name", type(branch.backbone).__name__),
-            "input_norm": stats, "weights": weights_digest(branch.backbone), "dim": int(branch.head.in_dim)}
+            "input_norm": stats, "weights": digest, "dim": int(branch.head.in_dim)}
 
 
 def data_identity(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +142,8 @@ class FeatureStore:
         self.extracted = 0  # rows run through a backbone by this store (the rest came from disk)
 
     def entry(self, dataset: SBIRDataset, modality: str, branch: Encoder) -> Path:
-        key = {"data": self.data, "image_size": dataset.image_size, "modality": modality, **branch_identity(branch)}
+        key = {"data": self.data, "image_size": dataset.image_size, "modality": modality,
+               **branch_identity(branch, self.stage)}
         if self.stage is not None:  # absent for pooled features, so caches written before stages stay valid
             key["stage"] = int(self.stage)
         if self.augment is not None:
@@ -198,7 +205,8 @@ class FeatureStore:
         (folder / ".keys.tmp").write_text(json.dumps(keys))
         os.replace(tmp, folder / "features.npy")
         os.replace(folder / ".keys.tmp", folder / "keys.json")
-        meta = {"data": self.data, "image_size": dataset.image_size, "modality": modality, **branch_identity(branch),
+        meta = {"data": self.data, "image_size": dataset.image_size, "modality": modality,
+                **branch_identity(branch, self.stage),
                 "rows": len(keys)}
         (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 

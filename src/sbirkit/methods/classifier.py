@@ -184,7 +184,9 @@ class Classifier(Method):
         target = self.label_lookup[batch["label"]]
         if bool((target < 0).any()):
             raise DataError("classifier: a training sample's class has no output (the class list changed)")
-        logits = self.classifier(self.encoder.encode_features(images, self.modality)
+        stage = batch.get("feature_stage")  # cached maps (train.trainable_stages): the later stages run here
+        logits = self.classifier(self.encoder.encode_features(images, self.modality,
+                                                              None if stage is None else int(stage))
                                  if self.inputs_are_features(batch) else self.features(images))
         loss = F.cross_entropy(logits, target, label_smoothing=float(self.options.label_smoothing))
         return {"loss": loss, "accuracy": (logits.argmax(1) == target).float().mean().detach()}
