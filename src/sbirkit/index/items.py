@@ -64,24 +64,25 @@ class JsonlItems(Sequence):
                 raise DataError(f"{self.path}: sha256: expected {sha256[:16]}..., got {h.hexdigest()[:16]}...; "
                                 "it was changed after the index (or shard) was written")
         self._buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        breaks = []
-        for a in range(0, size, _SCAN):
-            n = min(_SCAN, size - a)
-            view = np.frombuffer(self._buf, dtype=np.uint8, count=n, offset=a)
-            breaks.append(np.flatnonzero(view == 10).astype(np.int64) + a)
-            del view
-        nl = np.concatenate(breaks) if breaks else np.zeros(0, np.int64)
-        if size and (len(nl) == 0 or nl[-1] != size - 1):
+        # two passes over the map, so the offset table (8 bytes a line) is the only large array:
+        # count the line breaks, then write line i's start into starts[i] (line i: [s[i], s[i+1]-1))
+        spans = [(a, min(_SCAN, size - a)) for a in range(0, size, _SCAN)]
+        count = sum(int(np.count_nonzero(np.frombuffer(self._buf, np.uint8, n, a) == 10)) for a, n in spans)
+        starts = np.empty(count + 1, dtype=np.int64)
+        starts[0], filled = 0, 0
+        for a, n in spans:
+            nl = np.flatnonzero(np.frombuffer(self._buf, np.uint8, n, a) == 10)
+            starts[filled + 1 : filled + 1 + len(nl)] = nl + a + 1
+            filled += len(nl)
+        if size and (count == 0 or starts[-1] != size):
             raise DataError(f"{self.path}: expected one JSON object per line ending in a line break; "
                             "the file is truncated")
-        starts = np.concatenate([[0], nl[:-1] + 1]).astype(np.int64) if len(nl) else np.zeros(0, np.int64)
-        blank = (nl - starts) == 0 if len(nl) else np.zeros(0, bool)
-        if blank.any():  # rare (never written by sbirkit): keep explicit ends for the lines kept
-            keep = ~blank
-            self._starts, self._ends = starts[keep], nl[keep]
+        lengths = np.diff(starts) - 1
+        if (lengths == 0).any():  # blank lines (never written by sbirkit): keep explicit ends
+            keep = lengths > 0
+            self._starts, self._ends = starts[:-1][keep], (starts[1:] - 1)[keep]
         else:
-            self._starts = np.concatenate([starts, [size]]).astype(np.int64)  # line i: [s[i], s[i+1]-1)
-            self._ends = None
+            self._starts, self._ends = starts, None
 
     def __len__(self) -> int:
         return len(self._starts) if self._ends is not None else len(self._starts) - 1

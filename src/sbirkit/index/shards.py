@@ -638,14 +638,17 @@ class ShardSet:
         return ConcatItems(parts)
 
     def blocks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, float32 block) over all rows in order, one shard mapped at a time."""
+        """(first row, float32 block) over all rows in order, one shard mapped at a time; the
+        pages of a block are let go once it is copied, so they do not pile up in resident memory."""
         for s, info in enumerate(self.shards):
             if info.rows == 0:
                 continue
             x = self.vectors(s)
             for a in range(0, info.rows, rows):
-                yield int(self.offsets[s]) + a, np.array(x[a : a + rows], dtype=np.float32)
-            del x  # unmap: at most one shard's pages are mapped at a time
+                block = np.array(x[a : a + rows], dtype=np.float32)
+                _drop_pages(x)
+                yield int(self.offsets[s]) + a, block
+            del x
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The vectors of sorted global ``rows`` (a sample), read shard by shard."""
@@ -656,5 +659,19 @@ class ShardSet:
             sel = np.flatnonzero(shard_of == s)
             x = self.vectors(int(s))
             out[sel] = x[rows[sel] - self.offsets[s]]
+            _drop_pages(x)
             del x
         return out
+
+
+def _drop_pages(x: np.ndarray) -> None:
+    """Tell the kernel this process no longer needs the resident pages of memory map ``x``
+    (``MADV_DONTNEED``: read-only file pages stay in the page cache, out of this process's RSS)."""
+    import mmap
+
+    m = getattr(x, "_mmap", None)
+    if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # pragma: no cover - an OS without it: pages are dropped at unmap
+            pass
