@@ -520,11 +520,9 @@ class CrossXDFL(Method):
                                   "set one or w_guidance=0")
             frozen["discriminator"] = load_discriminator(o.discriminator, "method.discriminator", base_dir,
                                                          progress).to(device)
-        if o.w_bn > 0:
-            for m in ("photo", "sketch"):
-                if not frozen[m].bn_layers():
-                    raise ConfigError(f"method.w_bn: the {m} teacher {frozen[m].source} has no BatchNorm layers "
-                                      "(DeepInversion matches their statistics); set w_bn=0")
+        if o.w_bn > 0 and not (frozen["photo"].bn_layers() or frozen["sketch"].bn_layers()):
+            raise ConfigError(f"method.w_bn: neither teacher ({photo.source}, {sketch.source}) has BatchNorm layers "
+                              "(DeepInversion matches their statistics); set w_bn=0")
         object.__setattr__(self, "_frozen", frozen)
         object.__setattr__(self, "space", space)
         return photo, sketch, space
@@ -821,7 +819,8 @@ class CrossXDFL(Method):
                 t_photo, t_sketch = self._teacher_targets(photos, sketches)
         zp, zs = self.students.encode_photo(photos), self.students.encode_sketch(sketches)
         terms: dict[str, torch.Tensor] = {}
-        if o.w_nce:
+        cross_modal = o.variant != "unimodal"  # uni-modal distillation has no cross-modal term
+        if o.w_nce and cross_modal:
             n = int(min(int(self.queue_count), o.queue_size))
             lab = labels if o.mask_same_class else None
             qlab = self.queue_label[:n] if o.mask_same_class else None
@@ -832,7 +831,7 @@ class CrossXDFL(Method):
             if getattr(o, f"w_{key}"):
                 terms[key] = sum(L.kl_divergence(t, self.heads.distribution(z, m, kind, o.euclid_temperature))
                                  for m, (z, t) in targets.items())
-        if o.w_proxy_cross:  # each modality's embedding against the other teacher's proxies, shared classes
+        if o.w_proxy_cross and cross_modal:  # each modality's embedding against the other teacher's proxies, shared classes
             shared = self.heads.shared
             cross = zp.new_zeros(())
             for m, other in (("photo", "sketch"), ("sketch", "photo")):

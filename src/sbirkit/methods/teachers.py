@@ -168,15 +168,17 @@ class _EfficientNetTeacher(nn.Module):
 
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names in output order, from timm's offline class list: the
-    first lemma of each synset; the two that repeat ('crane', 'maillot') get their WordNet id."""
+    first lemma of each synset; names that repeat after normalisation ('crane', 'maillot',
+    'Cardigan' the dog / 'cardigan' the sweater) get their WordNet id."""
     from collections import Counter
 
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     first = [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
-    counts = Counter(first)
-    return [n if counts[n] == 1 else f"{n} ({info.index_to_label_name(i)})" for i, n in enumerate(first)]
+    counts = Counter(normalize_class_name(n) for n in first)
+    return [n if counts[normalize_class_name(n)] == 1 else f"{n} ({info.index_to_label_name(i)})"
+            for i, n in enumerate(first)]
 
 
 def _read_names(path: str | Path, where: str) -> list[str]:
