@@ -51,3 +51,15 @@ def test_qmul_v1_preset_on_real_data(shared_data):
     assert 15 <= val <= 50  # ~10% of the training pairs, for model selection
     sampler = PairBatchSampler(ds, "train", cfg["train"]["batch_size"], mode="instance", seed=0)
     assert len(sampler) == train // 32 and sampler.skipped == 0
+
+
+def test_val_fraction_holds_out_part_of_an_unsplit_dataset():
+    from sbirkit.data import create_dataset
+    from sbirkit.data.splits import hold_out_fraction
+
+    ds = create_dataset("synthetic", num_classes=3, photos_per_class=20, image_size=16)
+    unsplit = ds.with_split(lambda s: None)
+    held = hold_out_fraction(unsplit, 0.25, "train", "val")
+    train, val = held.select(split="train"), held.select(split="val")
+    assert len(train) + len(val) == len(ds.samples) and 0.1 < len(val) / len(ds.samples) < 0.4
+    assert {s.instance_id for s in train}.isdisjoint({s.instance_id for s in val})  # a sketch goes with its photo

@@ -156,7 +156,8 @@ def hold_out_fraction(dataset: SBIRDataset, fraction: float, train_split: str | 
                       val_split: str | None) -> SBIRDataset:
     """``data.val_fraction``: that fraction of the training *instances* becomes ``val_split``, for
     datasets published without a validation split (QMUL-V1). Chosen by a hash of the instance id
-    (a sketch goes with its photo), so the same instances are held out in every run."""
+    (a sketch goes with its photo), so the same instances are held out in every run. Samples
+    without a split count as training samples (and become ``train_split`` or ``val_split``)."""
     fraction = float(fraction)
     val = val_split or "val"
     if not 0 <= fraction < 1:
@@ -165,7 +166,8 @@ def hold_out_fraction(dataset: SBIRDataset, fraction: float, train_split: str | 
         raise DataError(f"data.val_fraction: {dataset.name} already has a {val!r} split; set it to 0")
 
     def assign(sample):
-        if sample.split != train_split:
+        # samples without a split (a dataset published unsplit) count as training samples
+        if sample.split != train_split and not (sample.split is None and train_split is not None):
             return sample.split
         key = (sample.instance_id or sample.key).encode()
         return val if zlib.crc32(key) / 2**32 < fraction else train_split
