@@ -46,6 +46,11 @@ CANDIDATES: dict[str, list[str]] = {
                     "train.backbone_lr=1e-4", "train.steps=1600"],
     "att_s2_semihard": [*VIEWS8, *ATT, "train.trainable_stages=2", "train.head_init=default", "train.lr=3e-4",
                         "train.backbone_lr=1e-4", "train.steps=800", "method.mining=semi_hard"],
+    # att_s2, its two trainable stages started from a sketch classifier (sketch-domain pretraining,
+    # as Triplet-SN's branches were): --sketch-pretrained RUN, e.g. a classifier on the 9,570
+    # Quick, Draw! drawings at 224 px with the same two stages trained on cached maps
+    "att_s2_sketchpre": [*VIEWS8, *ATT, "train.trainable_stages=2", "train.head_init=default", "train.lr=3e-4",
+                         "train.backbone_lr=1e-4", "train.steps=800", "train.init_from={sketch_pretrained}"],
     "att_s3": [*VIEWS8, *ATT, "train.trainable_stages=3", "train.head_init=default", "train.lr=3e-4",
                "train.backbone_lr=1e-4", "train.steps=800"],
 }
@@ -75,13 +80,15 @@ def machine() -> dict:
             "threads": torch.get_num_threads()}
 
 
-def run_one(shared: Path, out: Path, category: str, name: str, seed: int, base: str | None = None) -> dict:
+def run_one(shared: Path, out: Path, category: str, name: str, seed: int, base: str | None = None,
+            sketch_pretrained: Path | None = None) -> dict:
     from sbirkit.engine import Trainer, apply_overrides, evaluate_run, load_preset
 
     run_dir = out / category / name / f"seed{seed}"
     root = shared if category == "quickdraw_cifar10" else shared / "qmul_v1"
     overrides = [f"data.root={root}", f"seed={seed}", "train.progress=false",
-                 f"train.feature_cache={out / category / 'features'}", *CANDIDATES[name]]
+                 f"train.feature_cache={out / category / 'features'}",
+                 *[o.format(sketch_pretrained=sketch_pretrained) for o in CANDIDATES[name]]]
     config = apply_overrides(load_preset(base or BASE[category]), overrides)
     t0 = time.perf_counter()
     trainer = Trainer(config, run_dir)
@@ -122,6 +129,7 @@ def main() -> None:
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sketch-pretrained", type=Path, help="a sketch classifier run (for *_sketchpre)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +142,9 @@ def main() -> None:
                 if (category, name, seed) in done:
                     continue
                 print(f"[{time.strftime('%H:%M:%S')}] {category} {name} seed {seed}", flush=True)
-                row = run_one(args.shared, args.out, category, name, seed)
+                if "{sketch_pretrained}" in " ".join(CANDIDATES[name]) and args.sketch_pretrained is None:
+                    parser.error(f"candidate {name} needs --sketch-pretrained RUN")
+                row = run_one(args.shared, args.out, category, name, seed, sketch_pretrained=args.sketch_pretrained)
                 first = next(iter(row["test"]))
                 print(f"    val {row['val_acc@1']:.3f} test {first} {row['test'][first]:.3f} "
                       f"({row['train_seconds']:.0f} s)", flush=True)
