@@ -47,6 +47,7 @@ import torch
 
 from sbirkit.engine import apply_overrides, evaluate_run, load_preset, load_run, train
 from sbirkit.engine.adaptation import AdaptationProtocol, draw_tasks, support_batch
+from sbirkit.engine.config import changed_keys, read_config
 from sbirkit.methods.adaptive_fg import BASELINES, SUPERVISED
 
 METRICS = ("acc@1", "acc@5", "acc@10")
@@ -54,9 +55,11 @@ DRAWS = 5
 # ours is meta-trained with k_support = 5; ours_k1 / ours_k10 with the k they are evaluated at (the
 # paired differences use the model whose training k matches: "ours (k-matched)")
 VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strategy": "meta", "from_baseline": True},
-            "ours_k10": {"overrides": ["method.k_support=10"], "strategy": "meta", "from_baseline": True}}
-MAIN = ["ours", "ours_k1", "ours_k10", "no_adaptation", "finetune_head", "finetune_all", "baseline_reg", "maml",
-        "maml_fo", "anil", "upper_bound"]
+            "ours_k10": {"overrides": ["method.k_support=10"], "strategy": "meta", "from_baseline": True},
+            # ours' own model without its test-time step: what the step itself adds
+            "ours_without_step": {"overrides": [], "strategy": "none", "from_baseline": True}}
+MAIN = ["ours", "ours_k1", "ours_k10", "ours_without_step", "no_adaptation", "finetune_head", "finetune_all",
+        "baseline_reg", "maml", "maml_fo", "anil", "upper_bound"]
 ABLATION = [  # (row, overrides of the preset) -- ours with one thing changed
     ("ours (L_D + L_C + L_S, learned margin, scalar alpha, 1 step)", []),
     ("- L_D", ["method.regularizers=[c, s]"]),
@@ -71,7 +74,7 @@ ABLATION = [  # (row, overrides of the preset) -- ours with one thing changed
     ("inner steps 3", ["method.inner_steps=3"]),
     ("inner steps 5", ["method.inner_steps=5"]),
 ]
-FINETUNE_GRID = {"steps": (1, 3, 10, 30), "lr": (1e-4, 1e-3, 1e-2)}
+FINETUNE_GRID = {"steps": (1, 3, 10, 30), "adam": (1e-4, 1e-3, 1e-2), "sgd": (1e-3, 1e-2, 1e-1)}
 
 
 def machine() -> dict[str, Any]:
@@ -98,9 +101,15 @@ def trained(out: Path, preset: str, overrides: list[str], seed: int, extra: list
         overrides = [*overrides, f"method.init_from={base}"]
     folder = run_dir(out, preset, overrides, seed)
     done = folder / "done.json"
-    if done.is_file():
-        return folder, json.loads(done.read_text())["seconds"]
     config = apply_overrides(load_preset(preset), [*overrides, *extra, f"seed={seed}", "train.progress=false"])
+    if done.is_file():
+        # reuse a finished run only if it was trained with this very config (a preset or method default
+        # may have changed since); else keep it aside and train again
+        if not changed_keys(read_config(folder / "config.yaml"), {**config, "run_dir": str(folder)}):
+            return folder, json.loads(done.read_text())["seconds"]
+        stale = folder.with_name(f"{folder.name}.stale-{int(time.time())}")
+        folder.rename(stale)
+        print(f"{folder.name}: config changed since it was trained; kept as {stale.name}, training again", flush=True)
     started = time.perf_counter()
     train(config, folder)
     seconds = time.perf_counter() - started
@@ -110,14 +119,15 @@ def trained(out: Path, preset: str, overrides: list[str], seed: int, extra: list
 
 
 def scored(folder: Path, k: int, strategy: str, *, split: str = "test", groups: list[str] | None = None,
-           steps: int | None = None, lr: float | None = None, draws: int = DRAWS) -> dict[str, Any]:
+           steps: int | None = None, lr: float | None = None, optimizer: str | None = None,
+           draws: int = DRAWS) -> dict[str, Any]:
     """The protocol's macro/micro means (and per draw), cached in the run folder."""
-    tag = f"{split}-k{k}-{strategy}-{steps}-{lr}-{draws}-{','.join(groups or [])}"
+    tag = f"{split}-k{k}-{strategy}-{steps}-{lr}-{optimizer}-{draws}-{','.join(groups or [])}"
     cache = folder / f"bench-{hashlib.sha256(tag.encode()).hexdigest()[:10]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    protocol = AdaptationProtocol.for_run(folder, k=k, strategy=strategy, steps=steps, lr=lr, groups=groups,
-                                          draws=draws, device="cpu")
+    protocol = AdaptationProtocol.for_run(folder, k=k, strategy=strategy, steps=steps, lr=lr, optimizer=optimizer,
+                                          groups=groups, draws=draws, device="cpu")
     report = evaluate_run(folder, split=split, protocol=protocol, save=False, device="cpu")
     p = report["protocol"]
     result = {"macro": report["results"]["sketch2photo"]["metrics"],
@@ -142,13 +152,15 @@ def validation_groups(folder: Path) -> list[str]:
 
 
 def tune_finetuning(folder: Path, strategy: str, k: int = 5) -> dict[str, Any]:
-    """Steps and learning rate of a fine-tuning baseline, chosen on the validation groups' tasks."""
+    """Optimiser, steps and learning rate of a fine-tuning baseline, chosen on the validation groups' tasks."""
     groups = validation_groups(folder)
     rows = []
-    for steps in FINETUNE_GRID["steps"]:
-        for lr in FINETUNE_GRID["lr"]:
-            r = scored(folder, k, strategy, split="val", groups=groups, steps=steps, lr=lr, draws=3)
-            rows.append({"steps": steps, "lr": lr, "val_acc@1": r["macro"]["acc@1"]})
+    for optimizer in ("adam", "sgd"):
+        for steps in FINETUNE_GRID["steps"]:
+            for lr in FINETUNE_GRID[optimizer]:
+                r = scored(folder, k, strategy, split="val", groups=groups, steps=steps, lr=lr, optimizer=optimizer,
+                           draws=3)
+                rows.append({"optimizer": optimizer, "steps": steps, "lr": lr, "val_acc@1": r["macro"]["acc@1"]})
     none = scored(folder, k, "none", split="val", groups=groups, draws=3)["macro"]["acc@1"]
     best = max(rows, key=lambda r: (round(r["val_acc@1"], 6), -r["steps"], -r["lr"]))
     return {"best": best, "grid": rows, "val_acc@1_no_adaptation": none}
@@ -181,7 +193,8 @@ def suite(out: Path, name: str, preset: str, variants: list[str], ks: tuple[int,
             if spec["strategy"].startswith("finetune"):
                 if v not in tuned:
                     tuned[v] = tune_finetuning(folder, spec["strategy"])
-                kwargs = {"steps": tuned[v]["best"]["steps"], "lr": tuned[v]["best"]["lr"]}
+                best = tuned[v]["best"]
+                kwargs = {"steps": best["steps"], "lr": best["lr"], "optimizer": best["optimizer"]}
             for k in ks:
                 rows[str(k)].append(scored(folder, k, spec["strategy"], **kwargs))
         results["variants"][v] = {"scores": rows, "train_seconds": seconds, "tuned": tuned.get(v)}
@@ -207,7 +220,7 @@ def suite_table(title: str, res: dict[str, Any]) -> str:
                   "Acc@1 (mean ± sd over seeds):", "",
                   "| baseline | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for v, r in variants.items():
-            if v.startswith("ours"):
+            if v in ("ours", "ours_k1", "ours_k10"):
                 continue
             cells = [paired([x["macro"]["acc@1"] for x in matched[k]], [x["macro"]["acc@1"] for x in r["scores"][str(k)]])
                      for k in ks]
@@ -215,7 +228,8 @@ def suite_table(title: str, res: dict[str, Any]) -> str:
     tuned = {v: r["tuned"]["best"] for v, r in res["variants"].items() if r.get("tuned")}
     if tuned:
         lines += ["", "Fine-tuning chosen on the validation tasks (k=5): " +
-                  "; ".join(f"{v}: {t['steps']} steps at lr {t['lr']:g} (val Acc@1 {t['val_acc@1']:.3f})"
+                  "; ".join(f"{v}: {t['optimizer']}, {t['steps']} steps at lr {t['lr']:g} (val Acc@1 "
+                            f"{t['val_acc@1']:.3f})"
                             for v, t in tuned.items())]
     return "\n".join(lines)
 

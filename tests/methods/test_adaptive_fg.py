@@ -242,6 +242,29 @@ def test_the_fine_tuning_baselines_move_what_they_say(tmp_path):
     assert any(n.startswith("backbone.") for n in changed)
     with pytest.raises(UsageError, match="supervised"):
         method.adapt(_support(trainer), strategy="meta")
+    # one SGD step of head fine-tuning is W - lr * grad W of the fixed-margin hinge on the support triplets
+    support = _support(trainer)
+    sgd = method.adapt(support, strategy="finetune_head", steps=1, lr=0.1, optimizer="sgd")
+    method.eval()
+    with torch.no_grad():
+        f_s = method.branch.features(support["sketch"])
+        f_p = method.branch.features(torch.cat([support["photo"], support["negative"]]))
+    W = method.branch.head.proj[1].weight.detach().clone().requires_grad_()
+    b = method.branch.head.proj[1].bias.detach().clone().requires_grad_()
+    loss = triplet_loss(F.normalize(f_s @ W.T + b, dim=1), F.normalize(f_p @ W.T + b, dim=1), torch.arange(len(f_p)),
+                        0.2)
+    gW, _ = torch.autograd.grad(loss, [W, b])
+    assert float(gW.abs().sum()) > 0
+    assert torch.allclose(sgd.adapted["head.proj.1.weight"], W - 0.1 * gW, atol=1e-6)
+    assert sgd.record["optimizer"] == "sgd"
+
+
+def _live_tensors() -> int:
+    import warnings
+
+    with warnings.catch_warnings():  # isinstance() on every object wakes torch.distributed's deprecated names
+        warnings.simplefilter("ignore", FutureWarning)
+        return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
 
 
 def _rss_mb() -> float:
@@ -257,13 +280,13 @@ def test_memory_stays_flat_over_a_thousand_adaptations(tmp_path):
     for _ in range(20):
         method.adapt(support)
     gc.collect()
-    tensors_before = sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+    tensors_before = _live_tensors()
     rss_before = _rss_mb()
     for _ in range(1000):
         adapted = method.adapt(support)
     del adapted
     gc.collect()
-    tensors_after = sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+    tensors_after = _live_tensors()
     assert tensors_after - tensors_before <= 2
     assert _rss_mb() - rss_before < 20
 

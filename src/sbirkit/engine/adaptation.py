@@ -208,7 +208,8 @@ class AdaptationProtocol(Protocol):
     @classmethod
     def for_run(cls, run_dir: str | Path, which: str = "best", *, k: int, group_by: str | None = None,
                 groups: Sequence[str] | None = None, draws: int = 5, strategy: str | None = None,
-                steps: int | None = None, lr: float | None = None, negatives: int | None = None,
+                steps: int | None = None, lr: float | None = None, optimizer: str | None = None,
+                negatives: int | None = None,
                 max_queries: int | None = None, seed: int = 0,
                 device: str | torch.device | None = None) -> AdaptationProtocol:
         """The protocol around a trained run's own ``adapt``: its test groups by default (the
@@ -226,7 +227,10 @@ class AdaptationProtocol(Protocol):
         group_by = group_by or trained_by
         if groups is None and group_by == trained_by:
             groups = options.get("test_groups")
-        adapt = functools.partial(method.adapt, strategy=strategy, steps=steps, lr=lr)
+        options = {"strategy": strategy, "steps": steps, "lr": lr}
+        if optimizer is not None:  # only methods with test-time fine-tuning take it
+            options["optimizer"] = optimizer
+        adapt = functools.partial(method.adapt, **options)
         return cls(config["data"], seed, adapt=adapt, k=k, group_by=group_by, groups=groups, draws=draws,
                    negatives=negatives, max_queries=max_queries,
                    strategy=strategy or getattr(method, "default_strategy", "meta"))
