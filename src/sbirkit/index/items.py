@@ -77,6 +77,8 @@ class JsonlItems(Sequence):
         if size and (count == 0 or starts[-1] != size):
             raise DataError(f"{self.path}: expected one JSON object per line ending in a line break; "
                             "the file is truncated")
+        if size and hasattr(self._buf, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            self._buf.madvise(mmap.MADV_DONTNEED)  # the scan's pages: out of RSS, still in the page cache
         lengths = np.diff(starts) - 1
         if (lengths == 0).any():  # blank lines (never written by sbirkit): keep explicit ends
             keep = lengths > 0
