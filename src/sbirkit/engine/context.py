@@ -44,6 +44,7 @@ class SetupContext:
     run_dir: Path | None = None
     seed: int = 0
     resuming: bool = False
+    dry_run: bool = False  # ``sbirkit train --dry-run``: build and check, but train and write nothing
 
     @classmethod
     def for_dataset(cls, dataset: Any, train_split: str | None = "train", **overrides: Any) -> SetupContext:

@@ -199,7 +199,7 @@ class Trainer:
                 raise
             raise ConfigError(f"method {cfg['method']['name']!r}: {' '.join(str(exc).split())}") from None
         self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
-                                int(cfg["seed"]), self.resuming)
+                                int(cfg["seed"]), self.resuming, dry_run)
         self.method.setup(self.ctx)
         self.init_record = None
         if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
