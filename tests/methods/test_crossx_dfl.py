@@ -328,3 +328,20 @@ def test_dfl_samples_writes_a_grid_of_pairs_per_class_and_overwrites_nothing(bas
             base / "samples-free").fit()
     free = CliRunner().invoke(app, ["dfl", "samples", str(base / "samples-free"), "--out", str(tmp_path / "x.png")])
     assert free.exit_code == 2 and "expected a crossx_dfl run that generates its data" in free.output
+
+
+@pytest.mark.parametrize("variant", ["crossx_dfl", "classifier_only"])
+def test_a_dry_run_trains_no_teacher_and_writes_nothing(tmp_path, variant):
+    import yaml
+    from typer.testing import CliRunner
+
+    from sbirkit.cli import app
+
+    config = tiny_config(f"method.variant={variant}")
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump({k: v for k, v in config.items() if k not in ("run_dir", "name")}))
+    fresh = tmp_path / "fresh"
+    result = CliRunner().invoke(app, ["train", str(preset), "--run-dir", str(fresh / "run"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "would be trained into" in result.output and "# dry run: nothing trained or written" in result.output
+    assert not fresh.exists()

@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,15 @@ from ..errors import CheckpointError, ConfigError
 from ..losses import data_free as L
 from . import register_method
 from .base import Method
-from .teachers import LabelSpace, Teacher, build_label_space, load_class_map, load_discriminator, load_teacher
+from .teachers import (
+    LabelSpace,
+    Teacher,
+    TeacherNotTrained,
+    build_label_space,
+    load_class_map,
+    load_discriminator,
+    load_teacher,
+)
 
 VARIANTS = ("crossx_dfl", "unimodal", "gaussian_prior", "deepinversion", "alternative_data", "classifier_only",
             "averaging")
@@ -443,16 +452,24 @@ class CrossXDFL(Method):
         encoder = create_encoder(**dict(config.get("model") or {}))
         if options.variant not in TRAINING_FREE:
             return cls(encoder, options)
-        # training-free: the teachers are the model (and in the checkpoint)
+        # training-free: the teachers are the model (and in the checkpoint). Teachers that must be
+        # trained first are trained in setup (so that a dry run trains nothing); until then the
+        # method holds the unused students.
+        method = cls(encoder, options)
         base = Path(config["run_dir"]).parent if config.get("run_dir") else None
-        probe = cls(encoder, options)
-        photo, sketch, space = probe._load_teachers(base, bool((config.get("train") or {}).get("progress", True)))
-        method = cls(encoder, options, frozen={"photo": photo, "sketch": sketch})
-        if options.variant == "classifier_only":
-            method.encoder = TeacherEncoder(photo, sketch, space, options.classifier_output)
-        else:
-            method.encoder = AveragedEncoder(photo, sketch)
+        try:
+            method._build_teacher_encoder(base, False, train_missing=False)
+        except TeacherNotTrained:
+            pass
         return method
+
+    def _build_teacher_encoder(self, base: Path | None, progress: bool, train_missing: bool = True) -> None:
+        photo, sketch, space = self._load_teachers(base, progress, train_missing)
+        object.__setattr__(self, "_frozen", {"photo": photo, "sketch": sketch})
+        if self.options.variant == "classifier_only":
+            self.encoder = TeacherEncoder(photo, sketch, space, self.options.classifier_output)
+        else:
+            self.encoder = AveragedEncoder(photo, sketch)
 
     # ---- teachers ----------------------------------------------------------------------------------
     @property
@@ -482,10 +499,11 @@ class CrossXDFL(Method):
                                      f"data.options.classes={list(classes)}", "data.options.num_classes=null"]
         return photo, sketch
 
-    def _load_teachers(self, base_dir: Path | None, progress: bool = True) -> tuple[Teacher, Teacher, LabelSpace]:
+    def _load_teachers(self, base_dir: Path | None, progress: bool = True,
+                       train_missing: bool = True) -> tuple[Teacher, Teacher, LabelSpace]:
         photo_spec, sketch_spec = self._teacher_specs()
-        photo = load_teacher(photo_spec, "photo", "method.photo_teacher", base_dir, progress)
-        sketch = load_teacher(sketch_spec, "sketch", "method.sketch_teacher", base_dir, progress)
+        photo = load_teacher(photo_spec, "photo", "method.photo_teacher", base_dir, progress, train_missing)
+        sketch = load_teacher(sketch_spec, "sketch", "method.sketch_teacher", base_dir, progress, train_missing)
         space = build_label_space(photo, sketch, load_class_map(photo_spec.get("class_map"), "method.photo_teacher"),
                                   load_class_map(sketch_spec.get("class_map"), "method.sketch_teacher"))
         return photo, sketch, space
@@ -495,10 +513,17 @@ class CrossXDFL(Method):
         proxies. The training data (``ctx.dataset``, the evaluation data of a data-free preset) is
         never read."""
         o = self.options
-        if o.variant in TRAINING_FREE:
-            return
         base = Path(ctx.run_dir).parent if ctx.run_dir is not None else None
-        photo, sketch, space = self.attach_teachers(base, ctx.device, ctx.train.progress)
+        dry = bool(getattr(ctx, "dry_run", False))
+        try:
+            if o.variant in TRAINING_FREE:
+                if "photo" not in self._frozen:  # from_config found teachers still to train
+                    self._build_teacher_encoder(base, ctx.train.progress, train_missing=not dry)
+                return
+            photo, sketch, space = self.attach_teachers(base, ctx.device, ctx.train.progress, train_missing=not dry)
+        except TeacherNotTrained as exc:  # a dry run: report what training would do first
+            print(f"# {exc}", file=sys.stderr)
+            return
         self.heads.build(space, {"photo": photo, "sketch": sketch}, self.students.embed_dim, o.proxy_scale)
         if o.variant in POOL_VARIANTS:
             t = space.num_targets
@@ -508,18 +533,18 @@ class CrossXDFL(Method):
         if o.variant == "alternative_data":
             self._substitute_dataset()
 
-    def attach_teachers(self, base_dir: Path | None, device, progress: bool = True):
+    def attach_teachers(self, base_dir: Path | None, device, progress: bool = True, train_missing: bool = True):
         """Load the teachers and the discriminator the options name (``base_dir``: where preset
         runs live) and the label space; they are kept outside the state dict."""
         o = self.options
-        photo, sketch, space = self._load_teachers(base_dir, progress)
+        photo, sketch, space = self._load_teachers(base_dir, progress, train_missing)
         frozen = {"photo": photo.to(device), "sketch": sketch.to(device)}
         if o.w_guidance > 0 and o.variant in GENERATOR_VARIANTS:
             if o.discriminator is None:
                 raise ConfigError("method.discriminator: modality guidance (w_guidance > 0) needs a discriminator; "
                                   "set one or w_guidance=0")
             frozen["discriminator"] = load_discriminator(o.discriminator, "method.discriminator", base_dir,
-                                                         progress).to(device)
+                                                         progress, train_missing).to(device)
         if o.w_bn > 0 and not (frozen["photo"].bn_layers() or frozen["sketch"].bn_layers()):
             raise ConfigError(f"method.w_bn: neither teacher ({photo.source}, {sketch.source}) has BatchNorm layers "
                               "(DeepInversion matches their statistics); set w_bn=0")

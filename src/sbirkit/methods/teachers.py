@@ -215,7 +215,13 @@ def preset_run_dir(spec: Mapping[str, Any], base_dir: Path | None) -> Path:
     return (base_dir if base_dir is not None else Path("runs")) / name
 
 
-def ensure_preset_run(spec: Mapping[str, Any], where: str, base_dir: Path | None, progress: bool = True) -> Path:
+class TeacherNotTrained(ConfigError):
+    """A preset teacher (or discriminator) run that would have to be trained first (a dry run
+    trains nothing)."""
+
+
+def ensure_preset_run(spec: Mapping[str, Any], where: str, base_dir: Path | None, progress: bool = True,
+                      train_missing: bool = True) -> Path:
     """The finished run of a preset teacher: reused when it is there with the same config, else
     trained (resumed if it was interrupted). Torch's, NumPy's and Python's global RNG states are
     restored afterwards, so a run that trains its teachers continues exactly like one that reuses them."""
@@ -242,6 +248,8 @@ def ensure_preset_run(spec: Mapping[str, Any], where: str, base_dir: Path | None
     if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "last.pt").is_file():
         raise ConfigError(f"{where}: {run_dir} exists and is not a finished or resumable run; remove it, or set "
                           "run: to another folder")
+    if not train_missing:
+        raise TeacherNotTrained(f"{where}: {spec['preset']} would be trained into {run_dir} first")
     print(f"{where}: training {spec['preset']} into {run_dir} (once; later runs reuse it)", file=sys.stderr)
     state = rng_state()
     try:
@@ -287,7 +295,7 @@ def teacher_state_from_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor]
 
 
 def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: Path | None = None,
-                 progress: bool = True) -> Teacher:
+                 progress: bool = True, train_missing: bool = True) -> Teacher:
     """The teacher a spec names, checked to classify ``modality`` (see the module docstring)."""
     kind = _kind(spec, where)
     known = {"run", "preset", "overrides", "checkpoint", "backbone", "classes", "modality", "pretrained", "weights",
@@ -299,7 +307,8 @@ def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: P
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
         raise ConfigError(f"{where}.input_size: expected an integer >= 8 or null, got {size!r}")
     if kind in ("run", "preset"):
-        run_dir = Path(spec["run"]) if kind == "run" else ensure_preset_run(spec, where, base_dir, progress)
+        run_dir = Path(spec["run"]) if kind == "run" else ensure_preset_run(spec, where, base_dir, progress,
+                                                                           train_missing)
         method = _load_classifier_run(run_dir, where)
         if method.modality != modality:
             raise ConfigError(f"{where}: {run_dir} is a {method.modality} classifier; expected a {modality} teacher")
@@ -405,7 +414,7 @@ class Discriminator(nn.Module):
 
 
 def load_discriminator(spec: Mapping[str, Any], where: str, base_dir: Path | None = None,
-                       progress: bool = True) -> Discriminator:
+                       progress: bool = True, train_missing: bool = True) -> Discriminator:
     """A ``modality_discriminator`` run (``run:``) or preset (``preset:``, trained once and reused)."""
     from ..engine import load_run
     from .classifier import ModalityDiscriminator
@@ -413,7 +422,8 @@ def load_discriminator(spec: Mapping[str, Any], where: str, base_dir: Path | Non
     kind = _kind(spec, where)
     if kind not in ("run", "preset"):
         raise ConfigError(f"{where}: expected run: or preset: (a modality_discriminator run), got {kind}:")
-    run_dir = Path(spec["run"]) if kind == "run" else ensure_preset_run(spec, where, base_dir, progress)
+    run_dir = Path(spec["run"]) if kind == "run" else ensure_preset_run(spec, where, base_dir, progress,
+                                                                       train_missing)
     try:
         method, _ = load_run(run_dir, "best")
     except SbirkitError as exc:
