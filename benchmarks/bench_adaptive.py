@@ -57,9 +57,13 @@ DRAWS = 5
 VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strategy": "meta", "from_baseline": True},
             "ours_k10": {"overrides": ["method.k_support=10"], "strategy": "meta", "from_baseline": True},
             # ours' own model without its test-time step: what the step itself adds
-            "ours_without_step": {"overrides": [], "strategy": "none", "from_baseline": True}}
-MAIN = ["ours", "ours_k1", "ours_k10", "ours_without_step", "no_adaptation", "finetune_head", "finetune_all",
-        "baseline_reg", "maml", "maml_fo", "anil", "upper_bound"]
+            "ours_without_step": {"overrides": [], "strategy": "none", "from_baseline": True},
+            # ours without the regularisers (the ablation's row, in the main table)
+            "ours_no_reg": {"overrides": ["method.regularizers=[]"], "strategy": "meta", "from_baseline": True},
+            # the baseline trained as long as the runs that start from it: what the extra steps alone give
+            "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True}}
+MAIN = ["ours", "ours_k1", "ours_k10", "ours_without_step", "ours_no_reg", "no_adaptation", "finetune_head",
+        "finetune_all", "baseline_longer", "baseline_reg", "maml", "maml_fo", "anil", "upper_bound"]
 ABLATION = [  # (row, overrides of the preset) -- ours with one thing changed
     ("ours (L_D + L_C + L_S, learned margin, scalar alpha, 1 step)", []),
     ("- L_D", ["method.regularizers=[c, s]"]),
@@ -269,11 +273,13 @@ def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str]) -> dict[st
     return res
 
 
-def cost(out: Path) -> dict[str, Any]:
-    """Adaptation time per task and resident memory over 1,000 adaptations."""
+def cost(out: Path, shared: Path | None, extra: list[str]) -> dict[str, Any]:
+    """Adaptation time per task and resident memory over 1,000 adaptations, for ours (seed 0)."""
     res = {}
-    candidates = sorted((out / "runs").glob("adaptive_fg-synthetic-*-s0"))[:1] + \
-        sorted((out / "runs").glob("adaptive_fg-qmul_v1-*-s0"))[:1]
+    candidates = [trained(out, "adaptive_fg-synthetic", [], 0, extra, from_baseline=True)[0]]
+    if shared is not None:
+        qmul_extra = [f"data.root={shared / 'qmul_v1'}", f"train.feature_cache={out / 'qmul-feature-cache'}", *extra]
+        candidates.append(trained(out, "adaptive_fg-qmul_v1", [], 0, qmul_extra, from_baseline=True)[0])
     for folder in candidates:
         method, config = load_run(folder, device="cpu")
         from sbirkit.engine import inference
@@ -336,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, res in results[part].items():
                 tables.append(suite_table(f"QMUL-V1 {name}", res))
         elif part == "cost":
-            results[part] = cost(args.out)
+            results[part] = cost(args.out, args.shared, extra)
             tables.append("### Cost\n\n| run | backbone | px | ms per k=5 adaptation | RSS growth over 1,000 (MB) |\n"
                           "|---|---|---|---|---|\n" + "\n".join(
                               f"| {n} | {r['backbone']} | {r['image_size']} | {r['ms_per_adaptation_k5']:.1f} | "
