@@ -3,8 +3,8 @@
 Both loops see the same batches, collated once before timing and served from memory, so the
 difference is what the engine adds per step (moving the nested batch, the step context, summing
 the logged losses, the LR readout and schedule, the progress bar, metrics.jsonl, checkpoints every
-``--checkpoint-every`` steps). The plain loop is ``training_step -> zero_grad -> backward -> step``
-with the same AdamW optimiser. A third row times the engine reading its real data source
+``--checkpoint-every`` steps). The plain loop is ``training_step -> zero_grad -> backward -> clip -> step -> schedule``
+with the same AdamW optimiser, gradient clipping and cosine schedule. A third row times the engine reading its real data source
 (decoding and collating every batch), i.e. what a user sees. Images/s counts sketches and photos.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_engine.py --steps 60
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -62,13 +63,19 @@ def plain_loop(trainer, batches, steps):
     method = trainer.method
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=trainer.train_opts.lr,
                             weight_decay=trainer.train_opts.weight_decay)
+    # the same work per step as the engine's: clipping at train.grad_clip and a cosine schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
+    params, clip = [p for p in method.parameters() if p.requires_grad], trainer.train_opts.grad_clip
     method.train_mode(trainer.train_opts)
     start = time.perf_counter()
     for i in range(steps):
         out = method.training_step(batches[i % len(batches)])
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
+        sched.step()
     return time.perf_counter() - start
 
 
@@ -91,6 +98,8 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    backbones = [name.split(",")[0] for name in MODELS]
+    parser.add_argument("--models", default=",".join(backbones), help="comma-separated subset of: " + ", ".join(backbones))
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU path: run where one is lent)")
     parser.add_argument("--speed", default="", help="comma-separated train.* overrides, e.g. "
                         "train.channels_last=true,train.amp=bf16,train.compile=true,train.num_workers=4")
@@ -98,7 +107,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     speed = [o for o in args.speed.split(",") if o]
     rows = []
+    unknown = [m for m in args.models.split(",") if m not in backbones]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; expected some of {backbones}")
     for name, extra in MODELS.items():
+        if name.split(",")[0] not in args.models.split(","):
+            continue
         cfg = config(extra, args.steps, args.checkpoint_every, args.device, speed)
         with tempfile.TemporaryDirectory() as tmp:
             probe = Trainer(cfg, Path(tmp) / "probe")
@@ -120,10 +134,11 @@ def main() -> None:
             real = time.perf_counter() - t0 - build
         images = 2 * 32 * args.steps
         rows.append({"model": name, "plain_images_s": images / plain, "engine_images_s": images / engine,
-                     "overhead": engine / plain - 1, "engine_real_data_images_s": images / real})
+                     "overhead": engine / plain - 1, "engine_real_data_images_s": images / real,
+                     "steps": args.steps, "overhead_ms_per_step": 1000 * (engine - plain) / args.steps})
         r = rows[-1]
         print(f"{name}: plain {r['plain_images_s']:.0f} img/s, engine {r['engine_images_s']:.0f} img/s "
-              f"(overhead {100 * r['overhead']:+.1f}%), engine with its data source {r['engine_real_data_images_s']:.0f}"
+              f"(overhead {100 * r['overhead']:+.1f}%, {r['overhead_ms_per_step']:+.2f} ms/step), engine with its data source {r['engine_real_data_images_s']:.0f}"
               " img/s", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -58,6 +58,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save({"loss": loss.detach(), "local_sq": local_sq.detach(),
                     "grads": [p.grad for p in model.parameters()]}, out)
+    torch.distributed.barrier()  # no rank tears gloo down while its peer is still in a collective
     torch.distributed.destroy_process_group()
 
 
