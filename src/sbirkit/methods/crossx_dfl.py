@@ -208,7 +208,24 @@ class ClassSpaceEncoder(nn.Module):
             return getattr(super().__getattr__("students"), name)
 
 
-class TeacherEncoder(nn.Module):
+class _TeacherSpaceEncoder(nn.Module):
+    """What the training-free baselines' encoders share: ``encode(x, modality)`` does the work;
+    there is no backbone BatchNorm of their own to freeze."""
+
+    def encode_sketch(self, x):
+        return self.encode(x, "sketch")
+
+    def encode_photo(self, x):
+        return self.encode(x, "photo")
+
+    def forward(self, x, modality):
+        return self.encode(x, modality)
+
+    def freeze_backbone_norm(self):
+        pass
+
+
+class TeacherEncoder(_TeacherSpaceEncoder):
     """The ``classifier_only`` baseline: each modality embedded by its teacher's output over the
     shared classes (``output: logits``: the class logits, centred; ``probs``: the renormalised
     probabilities), compared by cosine."""
@@ -243,20 +260,8 @@ class TeacherEncoder(nn.Module):
             v = v - v.mean(1, keepdim=True)
         return F.normalize(v, dim=1)
 
-    def encode_sketch(self, x):
-        return self.encode(x, "sketch")
 
-    def encode_photo(self, x):
-        return self.encode(x, "photo")
-
-    def forward(self, x, modality):
-        return self.encode(x, modality)
-
-    def freeze_backbone_norm(self):
-        pass
-
-
-class AveragedEncoder(nn.Module):
+class AveragedEncoder(_TeacherSpaceEncoder):
     """The ``averaging`` baseline: one network with the mean of the two teachers' weights embeds
     both modalities by its features (the final layer's input), L2-normalised."""
 
@@ -281,18 +286,6 @@ class AveragedEncoder(nn.Module):
 
     def encode(self, x, modality):
         return F.normalize(self.teacher(x)[1], dim=1)
-
-    def encode_sketch(self, x):
-        return self.encode(x, "sketch")
-
-    def encode_photo(self, x):
-        return self.encode(x, "photo")
-
-    def forward(self, x, modality):
-        return self.encode(x, modality)
-
-    def freeze_backbone_norm(self):
-        pass
 
 
 @contextlib.contextmanager
