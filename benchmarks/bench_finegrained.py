@@ -88,7 +88,7 @@ def run_one(shared: Path, out: Path, category: str, name: str, seed: int, base: 
     root = shared if category == "quickdraw_cifar10" else shared / "qmul_v1"
     overrides = [f"data.root={root}", f"seed={seed}", "train.progress=false",
                  f"train.feature_cache={out / category / 'features'}",
-                 *[o.format(sketch_pretrained=sketch_pretrained) for o in CANDIDATES[name]]]
+                 *[o.replace("{sketch_pretrained}", str(sketch_pretrained)) for o in CANDIDATES[name]]]
     config = apply_overrides(load_preset(base or BASE[category]), overrides)
     t0 = time.perf_counter()
     trainer = Trainer(config, run_dir)
