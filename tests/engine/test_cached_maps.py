@@ -108,3 +108,34 @@ def test_what_the_cache_cannot_serve_is_refused_before_extraction(extra, needle,
     with pytest.raises(ConfigError, match=needle):
         Trainer(_config(*extra), tmp_path / "run").fit()
     assert not (tmp_path / "run" / "features").exists()
+
+
+@pytest.mark.parametrize("trainable", [0, 1])
+def test_cut_backbone_with_grid_pooling_trains_on_the_cache_and_embeds_like_the_images(tmp_path, trainable):
+    config = _config("model.backbone_stages=3", "model.pool=grid", "model.pool_grid=2",
+                     f"train.trainable_stages={trainable}")
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.fit()
+    assert trainer.features.stage == (2 if trainable else None)  # stages counted within the cut backbone
+    assert trainer.method.encoder.branch("sketch").head.in_dim == 32 * 4
+    method, _ = load_run(tmp_path / "run")
+    embed = trainer.features.embedder(method.encoder, trainer.dataset)
+    samples = trainer.dataset.photos("test")
+    np.testing.assert_allclose(embed(samples)[0], inference.embed_samples(method.encoder, trainer.dataset, samples)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_feature_cache_is_keyed_by_the_pooling(tmp_path):
+    from sbirkit.engine.feature_cache import branch_identity
+    from sbirkit.models import create_encoder
+
+    ids = [branch_identity(create_encoder("tiny_cnn", pool=p, pool_grid=g).branch("sketch"))
+           for p, g in (("avg", 2), ("max", 2), ("gem", 2), ("grid", 2), ("grid", 3))]
+    assert len({json.dumps(i, sort_keys=True) for i in ids}) == len(ids)
+    assert "pool" not in ids[0]  # average pooling keeps the key it always had (existing caches stay valid)
+
+
+def test_bad_pooling_options_are_config_errors(tmp_path):
+    for bad in ("model.pool=median", "model.pool_grid=0", "model.backbone_stages=0"):
+        with pytest.raises(ConfigError):
+            Trainer(_config(bad), tmp_path / "run").check()

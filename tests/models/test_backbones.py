@@ -213,3 +213,29 @@ def test_torchvision_in_chans_replaces_the_first_conv(tmp_path):
     assert gray.model.conv1.weight.shape == (64, 1, 7, 7)
     torch.testing.assert_close(gray.model.conv1.weight, full.conv1.weight.sum(dim=1, keepdim=True))
     assert gray(torch.rand(2, 1, 32, 32)).shape == (2, 512)
+
+
+def test_truncated_backbone_is_the_first_stages_of_the_full_one():
+    from sbirkit.models.base import TruncatedBackbone
+
+    full = create_backbone("tiny_cnn").eval()
+    twin = create_backbone("tiny_cnn")
+    twin.load_state_dict(full.state_dict())
+    buffers = {k: v.clone() for k, v in twin.state_dict().items()}
+    cut = TruncatedBackbone(twin, 2).eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(cut.forward_features(x), full.run_stages(x, 0, 2))
+    assert cut.num_stages == 2 and cut.feature_channels == cut.num_features == full.run_stages(x, 0, 2).shape[1]
+    assert cut(x).shape == (2, cut.num_features)
+    # the later stages are gone from the parameters and the state dict, and the channel probe moved no statistic
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in full.parameters())
+    kept = {k.removeprefix("inner."): v for k, v in cut.state_dict().items()}
+    assert set(kept) < set(buffers)
+    for k, v in kept.items():
+        assert torch.equal(v, buffers[k]), k
+    with pytest.raises(IndexError):
+        cut.run_stages(x, 0, 3)
+    with pytest.raises(ValueError, match=r"model.backbone_stages: expected 1..4"):
+        TruncatedBackbone(create_backbone("tiny_cnn"), 5)
+    with pytest.raises(ValueError, match=r"model.backbone_stages: expected 1..4"):
+        TruncatedBackbone(create_backbone("tiny_cnn"), 0)

@@ -109,3 +109,20 @@ def test_encoder_with_pretrained_weights_file(tmp_path, no_network):
     for branch in (model.sketch_encoder, model.photo_encoder):
         assert torch.equal(branch.backbone.features[0].weight, src.features[0].weight)
     assert model.config["weights"] == str(path)
+
+
+def test_cut_backbone_and_grid_pooling_size_the_head():
+    model = create_encoder("tiny_cnn", embed_dim=8, backbone_stages=3, pool="grid", pool_grid=2)
+    branch = model.branch("sketch")
+    assert branch.backbone.num_stages == 3 and branch.head.in_dim == 32 * 4  # tiny_cnn stage 2: 32 channels
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert branch.features(x).shape == (2, 128)
+    z = model(x, "photo")
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(2))
+    assert model.config["backbone_stages"] == 3 and model.config["pool_grid"] == 2
+    att = create_encoder("tiny_cnn", embed_dim=8, attention=True, pool="grid", pool_grid=3)
+    assert att.branch("sketch").head.in_dim == 64 * 9
+    # the same weights load into a model built from the recorded config (what load_run does)
+    again = create_encoder(**{k: v for k, v in model.config.items() if v is not None})
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again(x, "photo"), z)

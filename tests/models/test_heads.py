@@ -102,3 +102,34 @@ def test_embedding_head_without_normalisation_is_the_linear_map():
     torch.testing.assert_close(head(x), x @ linear.weight.T + linear.bias)
     with pytest.raises(ValueError, match=r"expected shape \(B, 4\), got \(2, 5\)"):
         head(torch.randn(2, 5))
+
+
+def test_grid_pool_matches_numpy_cells():
+    fmap = torch.rand(2, 3, 4, 6, generator=torch.Generator().manual_seed(1))
+    a = fmap.numpy()
+    out = global_pool(fmap, "grid", grid=2)
+    assert out.shape == (2, 3 * 4)
+    cells = np.stack([a[:, :, 2 * i:2 * i + 2, 3 * j:3 * j + 3].mean(axis=(2, 3)) for i in range(2) for j in range(2)],
+                     axis=2)  # (B, C, cell), channel-major like flatten(1) of a (B, C, 2, 2) map
+    np.testing.assert_allclose(out.numpy(), cells.reshape(2, -1), rtol=1e-6)
+    torch.testing.assert_close(global_pool(fmap, "grid", grid=1), global_pool(fmap, "avg"))
+    pool = GlobalPool("grid", grid=3)
+    assert pool(fmap).shape == (2, 27) and pool.width(3) == 27 and "grid=3" in repr(pool)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="grid: expected an integer >= 1"):
+            GlobalPool("grid", grid=bad)
+
+
+def test_grid_pool_keeps_the_layout_that_global_pooling_loses():
+    # the same strokes in the top-left or the bottom-right corner: one vector under average pooling
+    a = torch.zeros(1, 1, 8, 8)
+    b = torch.zeros(1, 1, 8, 8)
+    a[..., :4, :4] = 1.0
+    b[..., 4:, 4:] = 1.0
+    torch.testing.assert_close(global_pool(a, "avg"), global_pool(b, "avg"))
+    assert not torch.allclose(global_pool(a, "grid", grid=2), global_pool(b, "grid", grid=2))
+
+
+def test_attention_with_grid_pooling_widens_its_output(fmap):
+    att = SpatialAttention(5, pool="grid", grid=2)
+    assert att(fmap).shape == (3, 5 * 4)

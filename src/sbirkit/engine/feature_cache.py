@@ -57,8 +57,11 @@ def branch_identity(branch: Encoder, stage: int | None = None) -> dict[str, Any]
         digest = weights_digest(branch.backbone)
     else:
         digest = weights_digest(torch.nn.ModuleList([m for i in range(stage) for m in branch.backbone.stage_modules(i)]))
-    return {"backbone": getattr(branch.backbone, "backbone_name", type(branch.backbone).__name__),
-            "input_norm": stats, "weights": digest, "dim": int(branch.head.in_dim)}
+    identity = {"backbone": getattr(branch.backbone, "backbone_name", type(branch.backbone).__name__),
+                "input_norm": stats, "weights": digest, "dim": int(branch.head.in_dim)}
+    if stage is None and branch.pool is not None:  # pooled features: how they were pooled (avg: as before)
+        identity["pool"] = branch.pool.extra_repr()
+    return identity
 
 
 def data_identity(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -318,7 +321,7 @@ def feature_stage(config: Mapping[str, Any]) -> int | None:
         return None
     from ..models import create_backbone
 
-    stages = create_backbone(model["backbone"]).num_stages
+    stages = model.get("backbone_stages") or create_backbone(model["backbone"]).num_stages
     if not stages:
         raise ValueError(f"train.trainable_stages / model.attention with train.cached_features: backbone "
                          f"{model['backbone']!r} is not split into stages (efficientnet_lite0 and tiny_cnn are)")

@@ -231,7 +231,8 @@ def check_section(name: str, values: Mapping[str, Any], where: str = "config") -
 _MODEL_CHECKS: dict[str, Check] = {
     "backbone": text, "embed_dim": integer(1), "shared": boolean, "attention": boolean, "pretrained": boolean,
     "weights": optional(text), "hidden": optional(integer(1)), "dropout": number(0.0, high=1.0, high_strict=True),
-    "normalize": boolean,
+    "normalize": boolean, "pool": choice("avg", "max", "gem", "grid"), "pool_grid": integer(1),
+    "backbone_stages": optional(integer(1)),
 }
 
 

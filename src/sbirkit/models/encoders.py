@@ -16,8 +16,8 @@ from torch import nn
 
 from ..modality import Modality
 from .backbones import create_backbone
-from .base import HALF_STATS, IMAGENET_STATS, Backbone
-from .heads import EmbeddingHead, GlobalPool, SpatialAttention, global_pool
+from .base import HALF_STATS, IMAGENET_STATS, Backbone, TruncatedBackbone
+from .heads import EmbeddingHead, GlobalPool, SpatialAttention, global_pool, pooled_width
 
 INPUT_NORMS = {"imagenet": IMAGENET_STATS, "half": HALF_STATS}
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -69,9 +69,14 @@ class Encoder(nn.Module):
         attention: SpatialAttention | None = None,
         input_norm: str | Stats | None = None,
         pool: str = "avg",
+        pool_grid: int = 2,
     ):
         super().__init__()
         width = backbone.feature_channels if attention is not None else backbone.num_features
+        if attention is None:
+            width = pooled_width(width, pool, pool_grid)
+        else:
+            width = attention.pool.width(width)
         if head.in_dim != width:
             which = "feature_channels" if attention is not None else "num_features"
             raise ValueError(f"Encoder: head.in_dim: expected backbone.{which} = {width}, got {head.in_dim}")
@@ -81,7 +86,7 @@ class Encoder(nn.Module):
         self.attention = attention
         self.head = head
         # pooling without attention: the backbone's own (average) unless another mode is asked for
-        self.pool = GlobalPool(pool) if attention is None and pool != "avg" else None
+        self.pool = GlobalPool(pool, grid=pool_grid) if attention is None and pool != "avg" else None
 
     @property
     def embed_dim(self) -> int:
@@ -229,13 +234,19 @@ def _build_branch(
     attention_mode: str,
     attention_hidden: int | None,
     pool: str,
+    pool_grid: int,
+    backbone_stages: int | None,
     in_chans: int,
     options: dict,
 ) -> Encoder:
     bb = create_backbone(backbone, pretrained=pretrained, weights=weights, in_chans=in_chans, **options)
-    att = SpatialAttention(bb.feature_channels, attention_hidden, attention_mode, pool) if attention else None
-    width = bb.feature_channels if attention else bb.num_features
-    return Encoder(bb, EmbeddingHead(width, embed_dim, hidden, dropout, normalize), att, input_norm, pool)
+    if backbone_stages is not None:
+        bb = TruncatedBackbone(bb, backbone_stages)
+    att = (SpatialAttention(bb.feature_channels, attention_hidden, attention_mode, pool, pool_grid)
+           if attention else None)
+    width = pooled_width(bb.feature_channels if attention else bb.num_features, pool, pool_grid)
+    return Encoder(bb, EmbeddingHead(width, embed_dim, hidden, dropout, normalize), att, input_norm, pool,
+                   pool_grid)
 
 
 def create_encoder(
@@ -256,6 +267,8 @@ def create_encoder(
     attention_mode: str = "softmax",
     attention_hidden: int | None = None,
     pool: str = "avg",
+    pool_grid: int = 2,
+    backbone_stages: int | None = None,
     in_chans: int = 3,
     backbone_options: dict | None = None,
 ) -> SketchPhotoEncoder:
@@ -264,7 +277,10 @@ def create_encoder(
     ``backbone`` serves sketches (and photos when ``shared``); with ``shared=False`` the photo
     branch uses ``photo_backbone`` / ``photo_pretrained`` / ``photo_weights``, defaulting to the
     sketch branch's settings (a separately built backbone). ``attention`` inserts
-    :class:`SpatialAttention` (``attention_mode``, ``pool``) before the head.
+    :class:`SpatialAttention` (``attention_mode``, ``pool``) before the head. ``pool="grid"`` averages
+    each cell of a ``pool_grid x pool_grid`` partition of the map and concatenates them (the head
+    sees ``pool_grid**2`` times more features), keeping the layout. ``backbone_stages`` keeps only the
+    backbone's first stages (:class:`~.base.TruncatedBackbone`): a mid-level map instead of the last.
     ``input_norm="auto"`` uses each backbone's expected mean/std. The resolved arguments are kept
     in ``model.config`` so a checkpoint can record them.
     """
@@ -281,6 +297,8 @@ def create_encoder(
         attention_mode=attention_mode,
         attention_hidden=attention_hidden,
         pool=pool,
+        pool_grid=pool_grid,
+        backbone_stages=backbone_stages,
         in_chans=in_chans,
         options=options,
     )

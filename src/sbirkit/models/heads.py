@@ -11,17 +11,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-POOL_MODES = ("avg", "max", "gem")
+POOL_MODES = ("avg", "max", "gem", "grid")
 
 
-def global_pool(fmap: torch.Tensor, mode: str = "avg", p: float | torch.Tensor = 3.0) -> torch.Tensor:
-    """Pool a ``(B, C, H, W)`` map to ``(B, C)``: average, max, or GeM (generalised mean).
+def pooled_width(channels: int, mode: str = "avg", grid: int = 2) -> int:
+    """The size of a pooled vector: ``channels``, or ``channels * grid**2`` for ``mode="grid"``."""
+    return int(channels) * (int(grid) ** 2 if mode == "grid" else 1)
+
+
+def global_pool(fmap: torch.Tensor, mode: str = "avg", p: float | torch.Tensor = 3.0, grid: int = 2) -> torch.Tensor:
+    """Pool a ``(B, C, H, W)`` map to ``(B, C)``: average, max, or GeM (generalised mean); or, with
+    ``mode="grid"``, to ``(B, C * grid**2)``: the average over each cell of a ``grid x grid`` partition
+    of the map (adaptive pooling, so any H, W >= 1 works), channel-major, which keeps the layout.
 
     GeM is ``mean(x.clamp(min=eps) ** p) ** (1 / p)`` (Radenovic et al., TPAMI 2018); p=1 is the
     average and p -> inf approaches the max.
     """
     if fmap.ndim != 4:
         raise ValueError(f"global_pool: fmap: expected a (B, C, H, W) map, got shape {tuple(fmap.shape)}")
+    if mode == "grid":
+        return F.adaptive_avg_pool2d(fmap, int(grid)).flatten(1)
     if mode == "avg":
         return fmap.mean(dim=(2, 3))
     if mode == "max":
@@ -32,20 +41,27 @@ def global_pool(fmap: torch.Tensor, mode: str = "avg", p: float | torch.Tensor =
 
 
 class GlobalPool(nn.Module):
-    """Module form of :func:`global_pool`; with ``mode="gem"`` the exponent ``p`` is learned."""
+    """Module form of :func:`global_pool`; with ``mode="gem"`` the exponent ``p`` is learned,
+    with ``mode="grid"`` the output is ``grid**2`` times wider (:func:`pooled_width`)."""
 
-    def __init__(self, mode: str = "avg", p: float = 3.0):
+    def __init__(self, mode: str = "avg", p: float = 3.0, grid: int = 2):
         super().__init__()
         if mode not in POOL_MODES:
             raise ValueError(f"GlobalPool: mode: expected one of {POOL_MODES}, got {mode!r}")
+        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+            raise ValueError(f"GlobalPool: grid: expected an integer >= 1, got {grid!r}")
         self.mode = mode
+        self.grid = int(grid)
         self.p = nn.Parameter(torch.tensor(float(p))) if mode == "gem" else None
 
+    def width(self, channels: int) -> int:
+        return pooled_width(channels, self.mode, self.grid)
+
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        return global_pool(fmap, self.mode, self.p if self.p is not None else 3.0)
+        return global_pool(fmap, self.mode, self.p if self.p is not None else 3.0, self.grid)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}" + (f", grid={self.grid}" if self.mode == "grid" else "")
 
 
 class SpatialAttention(nn.Module):
@@ -55,10 +71,11 @@ class SpatialAttention(nn.Module):
     cell. ``mode="softmax"`` normalises the scores over the H*W cells (the map sums to 1 per image);
     ``mode="sigmoid"`` squashes each score to (0, 1) independently. Features are re-weighted with a
     residual connection, ``f * (1 + a)``, so a flat map keeps the plain pooled feature (up to a
-    constant), and pooled to ``(B, C)``.
+    constant), and pooled to ``(B, C)`` (``(B, C * grid**2)`` with ``pool="grid"``).
     """
 
-    def __init__(self, in_channels: int, hidden: int | None = None, mode: str = "softmax", pool: str = "avg"):
+    def __init__(self, in_channels: int, hidden: int | None = None, mode: str = "softmax", pool: str = "avg",
+                 grid: int = 2):
         super().__init__()
         if mode not in ("softmax", "sigmoid"):
             raise ValueError(f"SpatialAttention: mode: expected 'softmax' or 'sigmoid', got {mode!r}")
@@ -70,7 +87,7 @@ class SpatialAttention(nn.Module):
             )
         else:
             self.score = nn.Conv2d(in_channels, 1, 1)
-        self.pool = GlobalPool(pool)
+        self.pool = GlobalPool(pool, grid=grid)
 
     def attention_map(self, fmap: torch.Tensor) -> torch.Tensor:
         """The ``(B, 1, H, W)`` attention map for a ``(B, C, H, W)`` feature map."""
