@@ -54,6 +54,29 @@ CANDIDATES: dict[str, list[str]] = {
     "att_s3": [*VIEWS8, *ATT, "train.trainable_stages=3", "train.head_init=default", "train.lr=3e-4",
                "train.backbone_lr=1e-4", "train.steps=800"],
 }
+# layout-keeping features: the backbone cut after its 6th stage (stage index 5, 112 channels at 14x14
+# for 224 px) and averaged over a 4x4 grid (1792-d), or after its 7th (192 x 7x7) on a 7x7 grid
+GRID = ["model.backbone_stages=6", "model.pool=grid", "model.pool_grid=4"]
+GRID7 = ["model.backbone_stages=7", "model.pool=grid", "model.pool_grid=7"]
+CANDIDATES.update({
+    "grid_cached": GRID,
+    "grid_cached_256": [*GRID, "model.embed_dim=256"],
+    "grid7_cached": GRID7,
+    "grid_views8": [*GRID, *VIEWS8],
+    # the ablation around grid_cached: resolution, grid size, cut, schedule, mining, head init
+    "grid_cached_128px": [*GRID, "data.options.image_size=128"],
+    "grid_cached_256px": [*GRID, "data.options.image_size=256"],
+    "grid_cached_g2": [*GRID, "model.pool_grid=2"],
+    "grid_cached_g7": [*GRID, "model.pool_grid=7"],
+    "grid_cached_cut5": ["model.backbone_stages=5", "model.pool=grid", "model.pool_grid=4"],
+    "grid_cached_cut7": ["model.backbone_stages=7", "model.pool=grid", "model.pool_grid=4"],
+    "grid_cached_long": [*GRID, "train.steps=1600"],
+    "grid_cached_semihard": [*GRID, "method.mining=semi_hard"],
+    "grid_cached_hard": [*GRID, "method.mining=hard"],
+    "grid_cached_random_init": [*GRID, "train.head_init=default"],
+    "grid_s2": [*GRID, *VIEWS8, "train.trainable_stages=2", "train.head_init=default", "train.lr=3e-4",
+                "train.backbone_lr=1e-4", "train.steps=800"],
+})
 BASE = {"shoes": "triplet_sn-qmul_v1-cached", "chairs": "triplet_sn-qmul_v1_chairs-cached",
         "quickdraw_cifar10": "triplet-quickdraw_cifar10"}
 # Quick, Draw! -> CIFAR-10 (category level): the same data and splits as triplet-quickdraw_cifar10
@@ -69,6 +92,8 @@ CANDIDATES.update({
                     "data.options.image_size=64", "train.trainable_stages=2", "model.pool=gem", "train.lr=3e-4",
                     "train.backbone_lr=1e-4", "train.steps=1200", "train.eval_every=200"],
 })
+# ... twice the schedule (validation was still at its best at the last step on two seeds of three)
+CANDIDATES["qd_s2_views_long"] = [*CANDIDATES["qd_s2_views"], "train.steps=2400"]
 METRICS = {"shoes": ("acc@1", "acc@5", "acc@10"), "chairs": ("acc@1", "acc@5", "acc@10"),
            "quickdraw_cifar10": ("map", "p@100")}
 
