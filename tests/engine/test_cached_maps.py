@@ -139,3 +139,16 @@ def test_bad_pooling_options_are_config_errors(tmp_path):
     for bad in ("model.pool=median", "model.pool_grid=0", "model.backbone_stages=0"):
         with pytest.raises(ConfigError):
             Trainer(_config(bad), tmp_path / "run").check()
+
+
+def test_feature_cache_key_resolves_the_data_root(tmp_path, monkeypatch):
+    from sbirkit.engine.feature_cache import data_identity
+
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "b" / "data").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a")
+    relative, absolute = data_identity({"name": "x", "root": "data"}), data_identity({"name": "x", "root": str(tmp_path / "a" / "data")})
+    assert relative == absolute  # one folder, two spellings: one cache
+    monkeypatch.chdir(tmp_path / "b")
+    assert data_identity({"name": "x", "root": "data"}) != relative  # one spelling, two folders: two caches
+    assert data_identity({"name": "x", "root": None})["root"] is None

@@ -65,8 +65,11 @@ def branch_identity(branch: Encoder, stage: int | None = None) -> dict[str, Any]
 
 
 def data_identity(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a config's ``data`` section that decide which pixels a sample key has."""
-    return {"name": data.get("name"), "root": None if data.get("root") is None else str(data.get("root")),
+    """The parts of a config's ``data`` section that decide which pixels a sample key has. The root
+    is made absolute (against the working directory, as the loaders read it), so one folder named
+    two ways shares a cache and one relative name used from two folders does not."""
+    root = data.get("root")
+    return {"name": data.get("name"), "root": None if root is None else str(Path(str(root)).expanduser().resolve()),
             "options": dict(data.get("options") or {})}
 
 
