@@ -99,3 +99,39 @@ def test_siamese_step_by_hand():
     assert out["pos"].item() == pytest.approx(pos, abs=1e-5)
     assert out["neg"].item() == pytest.approx(neg, abs=1e-5)
     assert out["loss"].item() == pytest.approx(pos + neg, abs=1e-5)
+
+
+def test_mining_schedule_switches_the_miner_at_its_steps():
+    from types import SimpleNamespace
+
+    from sbirkit.losses import MiningSchedule
+
+    schedule = MiningSchedule({0: "all", 3: "hard"})
+    assert [schedule.at(s).name for s in (0, 2, 3, 100)] == ["all", "all", "hard", "hard"]
+    assert repr(schedule) == "{0: all, 3: hard}" and MiningSchedule("random").at(7).name == "random"
+    assert repr(MiningSchedule.from_options("all", {"3": "hard"})) == repr(schedule)  # keys of a saved config.yaml
+    with pytest.raises(ValueError, match="step 0 is method.mining"):
+        MiningSchedule.from_options("all", {0: "hard"})
+    for bad, match in (({1: "hard"}, "start at step 0"), ({0: "all", -1: "hard"}, "integer first steps"),
+                       ({0: "nope"}, "expected one of"), ({}, "expected a miner name")):
+        with pytest.raises(ValueError, match=match):
+            MiningSchedule(bad)
+    method = create_method("triplet_sn", _config("triplet_sn-synthetic", "method.mining=all",
+                                                   "method.mining_schedule={3: hard}"))
+    batch = _batch([0, 0, 1, 1, 0, 1], [0, 1, 2, 3, 4, 5])
+    with torch.no_grad():
+        s, p = method.embed_side(batch, "sketch").float(), method.embed_side(batch, "photo").float()
+    for step, miner in ((0, "all"), (2, "all"), (3, "hard"), (9, "hard")):
+        ctx = SimpleNamespace(global_step=step, gather=lambda x: x)
+        with torch.no_grad():
+            got = method.training_step(batch, ctx)["loss"]
+        want = CrossModalTripletLoss("squared_euclidean", 0.2, miner, level="instance", same_class_negatives=True)(
+            s, p, batch["label"], batch["instance"])["loss"]
+        assert method.loss.mining == miner
+        torch.testing.assert_close(got, want)
+    # the two miners really differ on this batch, so the switch is visible in the loss
+    assert not torch.isclose(
+        CrossModalTripletLoss("squared_euclidean", 0.2, "all", level="instance", same_class_negatives=True)(
+            s, p, batch["label"], batch["instance"])["loss"],
+        CrossModalTripletLoss("squared_euclidean", 0.2, "hard", level="instance", same_class_negatives=True)(
+            s, p, batch["label"], batch["instance"])["loss"])

@@ -3,7 +3,7 @@
 from .base import MetricLoss, match_masks
 from .contrastive import ContrastiveLoss
 from .distances import DISTANCES, CosineDistance, Distance, EuclideanDistance, create_distance
-from .miners import MINERS, MINING, Miner, create_miner
+from .miners import MINERS, MINING, Miner, MiningSchedule, create_miner
 from .triplet import CrossModalTripletLoss, bidirectional_triplet_loss
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "MINING",
     "Miner",
     "bidirectional_triplet_loss",
+    "MiningSchedule",
     "create_miner",
     "ContrastiveLoss",
     "CosineDistance",

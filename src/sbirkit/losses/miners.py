@@ -12,6 +12,9 @@ Names (``create_miner``): ``random``, ``hard``, ``batch_hard``, ``semi_hard``, `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -124,3 +127,53 @@ def create_miner(miner: str | Miner) -> Miner:
     if miner not in MINERS:
         raise ValueError(f"mining: expected one of {', '.join(MINING)}, got {miner!r}")
     return MINERS.get(miner)()
+
+
+class MiningSchedule:
+    """Which miner a training step uses: a name (the same at every step) or ``{first_step: name}``,
+    e.g. ``{0: all, 300: hard}``: every violating negative for steps 0-299, then the hardest one
+    (easy negatives first, hard ones once the embedding has some structure). It must start at
+    step 0; each miner holds from its step until the next one's. :meth:`from_options` builds one
+    from a method's ``mining`` (step 0) and ``mining_schedule`` (the later switches).
+    """
+
+    @classmethod
+    def from_options(cls, mining: str, later: Mapping[Any, str] | None) -> MiningSchedule:
+        if later is not None and not isinstance(later, Mapping):
+            raise ValueError(f"mining_schedule: expected {{first_step: miner}}, got {later!r}")
+        later = {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in (later or {}).items()}
+        if 0 in later:
+            raise ValueError("mining_schedule: expected {first_step: miner} with steps > 0 (step 0 is "
+                             f"method.mining), got {later!r}")
+        return cls({0: mining, **later})
+
+    def __init__(self, spec: str | Mapping[Any, str]):
+        if isinstance(spec, (str, Miner)):
+            spec = {0: spec}
+        if not isinstance(spec, Mapping) or not spec:
+            raise ValueError(f"mining: expected a miner name or a {{first_step: name}} mapping, got {spec!r}")
+        stages = []
+        for step, name in spec.items():
+            if isinstance(step, str) and step.strip().isdigit():  # a saved config's keys come back as text
+                step = int(step)
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"mining: expected integer first steps >= 0 as keys, got {step!r}")
+            stages.append((step, create_miner(name)))
+        stages.sort(key=lambda x: x[0])
+        if stages[0][0] != 0:
+            raise ValueError(f"mining: the schedule must start at step 0 (first key {stages[0][0]})")
+        self.stages = stages
+
+    def at(self, step: int) -> Miner:
+        """The miner of training step ``step``."""
+        miner = self.stages[0][1]
+        for start, m in self.stages:
+            if start > step:
+                break
+            miner = m
+        return miner
+
+    def __repr__(self) -> str:
+        if len(self.stages) == 1:
+            return repr(self.stages[0][1].name)
+        return "{" + ", ".join(f"{k}: {m.name}" for k, m in self.stages) + "}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..losses import ContrastiveLoss, CrossModalTripletLoss
+from ..losses import ContrastiveLoss, CrossModalTripletLoss, MiningSchedule
 from . import register_method
 from .base import Method, SamplerSpec
 
@@ -29,8 +29,12 @@ class PairLossMethod(Method):
     """Encode both sides of each pair, then apply ``self.loss`` to the two embedding batches."""
 
     loss: torch.nn.Module
+    mining_schedule: MiningSchedule | None = None  # triplet methods: the miner of each step
 
     def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        if self.mining_schedule is not None and ctx is not None:
+            self.loss.miner = self.mining_schedule.at(ctx.global_step)
+            self.loss.mining = self.loss.miner.name
         sketch = self.embed_side(batch, "sketch").float()
         photo = self.embed_side(batch, "photo").float()
         labels, instances = batch["label"], batch.get("instance")
@@ -74,12 +78,14 @@ class Triplet(PairLossMethod):
         distance: str = "cosine"
         margin: float = 0.2
         mining: str = "random"
+        mining_schedule: dict | None = None  # later switches, {first_step: miner} (losses.MiningSchedule)
         classes_per_batch: int | None = None
 
     def __init__(self, encoder, options=None):
         super().__init__(encoder, options)
         o = self.options
-        self.loss = CrossModalTripletLoss(o.distance, o.margin, o.mining, level="class")
+        self.mining_schedule = MiningSchedule.from_options(o.mining, o.mining_schedule)
+        self.loss = CrossModalTripletLoss(o.distance, o.margin, self.mining_schedule.at(0), level="class")
 
 
 @register_method("triplet_sn")
@@ -94,11 +100,13 @@ class TripletSN(PairLossMethod):
         distance: str = "squared_euclidean"
         margin: float = 0.2
         mining: str = "random"
+        mining_schedule: dict | None = None  # later switches, {first_step: miner} (losses.MiningSchedule)
         same_class_negatives: bool = True
         classes_per_batch: int | None = None
 
     def __init__(self, encoder, options=None):
         super().__init__(encoder, options)
         o = self.options
-        self.loss = CrossModalTripletLoss(o.distance, o.margin, o.mining, level="instance",
+        self.mining_schedule = MiningSchedule.from_options(o.mining, o.mining_schedule)
+        self.loss = CrossModalTripletLoss(o.distance, o.margin, self.mining_schedule.at(0), level="instance",
                                           same_class_negatives=o.same_class_negatives)
