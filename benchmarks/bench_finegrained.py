@@ -74,6 +74,8 @@ CANDIDATES.update({
     "grid_cached_semihard": [*GRID, "method.mining=semi_hard"],
     "grid_cached_hard": [*GRID, "method.mining=hard"],
     "grid_cached_random_init": [*GRID, "train.head_init=default"],
+    # DSSA-style spatial attention re-weighting the stage-5 map before the grid pooling (maps cached)
+    "grid_att": [*GRID, "model.attention=true", "model.attention_mode=softmax"],
     # a hard-negative mining schedule: every violating negative first, the hardest one from step 400
     "grid_cached_sched": [*GRID, "train.steps=1600", "method.mining_schedule={400: hard}"],
     "grid_s2": [*GRID, *VIEWS8, "train.trainable_stages=2", "train.head_init=default", "train.lr=3e-4",
