@@ -145,8 +145,9 @@ def summarise(rows: list[dict]) -> str:
         t1 = np.array([r["test"][first] for r in group])
         t10 = np.array([r["test"][second] for r in group])
         secs = np.mean([r["train_seconds"] for r in group])
-        lines.append(f"| {cat} | {cand} | {len(group)} | {val.mean():.3f} ± {val.std():.3f} | "
-                     f"{t1.mean():.3f} ± {t1.std():.3f} | {t10.mean():.3f} ± {t10.std():.3f} | {secs:.0f} |")
+        sd = (lambda x: x.std(ddof=1)) if len(group) > 1 else (lambda x: 0.0)  # sample sd, as BENCHMARKS.md
+        lines.append(f"| {cat} | {cand} | {len(group)} | {val.mean():.3f} ± {sd(val):.3f} | "
+                     f"{t1.mean():.3f} ± {sd(t1):.3f} | {t10.mean():.3f} ± {sd(t10):.3f} | {secs:.0f} |")
     return "\n".join(lines)
 
 

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_scripts import load_benchmark
 
 from sbirkit.engine import apply_overrides, load_preset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_finegrained.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_finegrained", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("preset, category, candidate", [
@@ -27,7 +16,7 @@ def _bench():
     ("triplet_sn-qmul_v1_chairs-aug", "chairs", "att_s1"),
 ])
 def test_shipped_preset_is_the_measured_candidate(preset, category, candidate):
-    bench = _bench()
+    bench = load_benchmark("bench_finegrained")
     measured = apply_overrides(load_preset(bench.BASE[category]), bench.CANDIDATES[candidate])
     shipped = load_preset(preset)
     for section in ("seed", "data", "model", "method", "train", "eval"):

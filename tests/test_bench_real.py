@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_scripts import load_benchmark
 
 from sbirkit.eval import evaluate_retrieval
 
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_real", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_real")
 
 
 def test_chance_level_matches_random_rankings():

@@ -3,24 +3,16 @@ the validation value it reads back for the checkpoint model selection kept."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_zscmr.py"
+from bench_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_zscmr", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_zscmr"] = module  # its dataset registration looks the module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_zscmr")
 
 
 def test_paired_table_differences_are_per_seed(bench):

@@ -129,6 +129,11 @@ def create_miner(miner: str | Miner) -> Miner:
     return MINERS.get(miner)()
 
 
+def _step(key: Any) -> Any:
+    """A schedule key as a step number: a saved config.yaml gives integer keys back as text."""
+    return int(key) if isinstance(key, str) and key.strip().isdigit() else key
+
+
 class MiningSchedule:
     """Which miner a training step uses: a name (the same at every step) or ``{first_step: name}``,
     e.g. ``{0: all, 300: hard}``: every violating negative for steps 0-299, then the hardest one
@@ -141,7 +146,7 @@ class MiningSchedule:
     def from_options(cls, mining: str, later: Mapping[Any, str] | None) -> MiningSchedule:
         if later is not None and not isinstance(later, Mapping):
             raise ValueError(f"mining_schedule: expected {{first_step: miner}}, got {later!r}")
-        later = {int(k) if isinstance(k, str) and k.strip().isdigit() else k: v for k, v in (later or {}).items()}
+        later = {_step(k): v for k, v in (later or {}).items()}
         if 0 in later:
             raise ValueError("mining_schedule: expected {first_step: miner} with steps > 0 (step 0 is "
                              f"method.mining), got {later!r}")
@@ -154,8 +159,7 @@ class MiningSchedule:
             raise ValueError(f"mining: expected a miner name or a {{first_step: name}} mapping, got {spec!r}")
         stages = []
         for step, name in spec.items():
-            if isinstance(step, str) and step.strip().isdigit():  # a saved config's keys come back as text
-                step = int(step)
+            step = _step(step)
             if isinstance(step, bool) or not isinstance(step, int) or step < 0:
                 raise ValueError(f"mining: expected integer first steps >= 0 as keys, got {step!r}")
             stages.append((step, create_miner(name)))

@@ -30,7 +30,11 @@ class CrossModalTripletLoss(MetricLoss):
                  level: str = "class", same_class_negatives: bool = False):
         super().__init__(distance, margin, level, same_class_negatives)
         self.miner = create_miner(mining)
-        self.mining = self.miner.name
+
+    @property
+    def mining(self) -> str:
+        """The name of the miner in use (a method with a mining schedule swaps ``miner`` per step)."""
+        return self.miner.name
 
     def forward(self, sketch: torch.Tensor, photo: torch.Tensor, labels: torch.Tensor,
                 instances: torch.Tensor | None = None, generator: torch.Generator | None = None,

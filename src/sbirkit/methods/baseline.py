@@ -34,7 +34,6 @@ class PairLossMethod(Method):
     def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
         if self.mining_schedule is not None and ctx is not None:
             self.loss.miner = self.mining_schedule.at(ctx.global_step)
-            self.loss.mining = self.loss.miner.name
         sketch = self.embed_side(batch, "sketch").float()
         photo = self.embed_side(batch, "photo").float()
         labels, instances = batch["label"], batch.get("instance")
