@@ -352,10 +352,14 @@ def eval_cmd(
     draws: int = typer.Option(5, "--draws", help="With --adapt: support draws per category or user."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="With --adapt: meta (the learned inner loop), "
                                            "none, finetune_head or finetune_all; default: the run's own."),
+    ties: Optional[str] = typer.Option(None, "--ties", help="Order inside tied distances: pessimistic, expected or "
+                                       "optimistic; default: the run's eval.ties (docs/metrics.md)."),
+    as_: Optional[str] = typer.Option(None, "--as", help="Print the metrics a paper's code prints, in its "
+                                      "conventions: sake, zse, sem-pcyc, doodle2search or yelamarthi."),
 ) -> None:
     """Evaluate a run: mAP@all, P@100, P@200 (and Acc@K where instances are paired), per direction."""
     from .engine import evaluate_run
-    from .eval import DIRECTIONS
+    from .eval import DIRECTIONS, PRESETS, TIE_POLICIES
 
     overrides = _parse_options(data)
     if "options" in overrides and not isinstance(overrides["options"], dict):
@@ -374,13 +378,24 @@ def eval_cmd(
         protocol = AdaptationProtocol.for_run(run, which, k=adapt, group_by=tasks, draws=draws, strategy=strategy)
     elif tasks is not None or strategy is not None:
         _fail("--tasks, --strategy: expected with --adapt K")
+    if ties is not None:
+        _one_of("--ties", ties, tuple(TIE_POLICIES))
+    if as_ is not None:
+        _one_of("--as", as_, tuple(PRESETS))
+        if adapt is not None:
+            _fail("--as: scores class-level retrieval; expected without --adapt")
     report = evaluate_run(run, split=split, directions=direction or list(DIRECTIONS), data_overrides=overrides,
-                          which=which, progress=True, gzsl=gzsl, protocol=protocol)
+                          which=which, progress=True, gzsl=gzsl, protocol=protocol, ties=ties, preset=as_)
     if protocol is not None:
         p = report["protocol"]
         typer.echo(f"protocol: {p['name']} ({p['tasks']}-level tasks, k={p['k']}, {p['draws']} draws, strategy "
                    f"{p['strategy']}, groups: {', '.join(map(str, p['groups']))})")
     typer.echo(_format_eval(report))
+    if as_ is not None:
+        from .eval import RetrievalResult
+        from .eval.presets import format_preset
+
+        typer.echo("\n" + format_preset(as_, {d: RetrievalResult(**r) for d, r in report["results"].items()}))
     typer.echo(f"saved: {run / 'eval.json'}")
 
 

@@ -9,6 +9,7 @@ the ``best`` record; ``eval.json`` is a copy of the most recent one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, UsageError
+from ..eval.presets import get_preset
+from ..eval.ties import check_ties
 from . import feature_cache, inference
 from .config import merge
 from .evaluator import Evaluator
@@ -36,7 +39,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  progress: bool = False, save: bool = True, gzsl: bool = False,
                  return_embeddings: bool = False, per_query: bool = False,
-                 protocol: Any | None = None) -> dict[str, Any]:
+                 protocol: Any | None = None, ties: str | None = None, preset: str | None = None) -> dict[str, Any]:
     """Embed ``split`` with the run's ``which`` checkpoint, evaluate under the run's protocol, and
     save the record (see the module docstring).
 
@@ -50,7 +53,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
     ``per_query`` adds ``"per_query"`` (per direction, per metric, one value per query); neither is
     saved. ``protocol`` replaces the run's own (standard or zero-shot) protocol, e.g. an adaptation
     protocol that adapts on k support pairs of each task before scoring it; the record is then
-    ``eval-<split>-<which>-<protocol.name>.json``.
+    ``eval-<split>-<which>-<protocol.name>.json``. ``ties`` replaces the run's ``eval.ties``
+    (the record then ends in ``-ties-<policy>`` unless it is the run's own); ``preset`` scores with
+    the metrics and no-relevant rule of a published paper's code (:data:`sbirkit.eval.PRESETS`;
+    the record ends in ``-as-<preset>``).
     """
     from . import distributed
 
@@ -65,6 +71,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
         raise ConfigError(f"{run_dir}: return_embeddings: supported for runs without data.zero_shot only")
     dataset = inference.build_dataset(data)
     ev = EvalOptions(**{**config["eval"], **({"batch_size": int(batch_size)} if batch_size else {})})
+    suffix = ""
+    if ties is not None and ties != ev.ties:
+        check_ties(ties)
+        ev, suffix = dataclasses.replace(ev, ties=ties), f"-ties-{ties}"
+    if preset is not None:
+        chosen = get_preset(preset)
+        ev = dataclasses.replace(ev, metrics=list(chosen.metrics), no_relevant=chosen.no_relevant)
+        suffix = f"-as-{preset}" + suffix
     directions = list(directions) if directions is not None else list(ev.directions)
     unknown = [d for d in directions if d not in DIRECTIONS]
     if unknown or not directions:
@@ -85,11 +99,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", directions: Iterable[
                   "fingerprint": inference.model_fingerprint(run_dir, which)}
     report = {"run_dir": str(run_dir), "evaluated": now_iso(), "checkpoint": checkpoint,
               "protocol": outcome.protocol, "results": {d: r.as_dict() for d, r in outcome.results.items()}}
+    if preset is not None:
+        report["preset"] = preset
     if save and dist.is_main:
         text = json.dumps(report, indent=2) + "\n"
         name = eval_record_name(split, which, gzsl)
         if custom:
             name = name[:-len(".json")] + f"-{protocol.name}.json"
+        name = name[:-len(".json")] + suffix + ".json"
         (run_dir / name).write_text(text)
         (run_dir / "eval.json").write_text(text)
     if return_embeddings:

@@ -64,9 +64,12 @@ class Evaluator:
         return self.dataset.sketches(split), self.dataset.photos(split)
 
     def directions(self, sketches: Sequence[Sample], photos: Sequence[Sample], directions: Sequence[str],
-                   distance: str, *, per_query: bool = False, encoder: torch.nn.Module | None = None):
+                   distance: str, *, per_query: bool = False, encoder: torch.nn.Module | None = None,
+                   **scoring: Any):
         """Embed both sides once and score every direction: ``(results, {"sketch": emb, "photo": emb},
-        instance_level)``. Acc@K is added to cross-modal directions where sketches pair with photos."""
+        instance_level)``. Acc@K is added to cross-modal directions where sketches pair with photos.
+        ``scoring``: more :func:`~sbirkit.eval.evaluate_retrieval` arguments (``ties``,
+        ``no_relevant``, ``metrics``; see :func:`scoring_options`)."""
         from ..eval import evaluate_directions
 
         s_emb, s_lab, s_inst = self.embed(sketches, encoder)
@@ -75,8 +78,17 @@ class Evaluator:
         results = evaluate_directions(s_emb, s_lab, p_emb, p_lab, directions=list(directions),
                                       sketch_instances=s_inst if fine else None,
                                       photo_instances=p_inst if fine else None, distance=distance,
-                                      return_per_query=per_query)
+                                      return_per_query=per_query, **scoring)
         return results, {"sketch": s_emb, "photo": p_emb}, fine
+
+
+def scoring_options(ev: Any, metrics: Sequence[str] | None = None) -> dict[str, Any]:
+    """The scoring arguments an ``eval`` section sets (``ties``, ``no_relevant``), plus ``metrics``
+    when given (a protocol preset's, :mod:`sbirkit.eval.presets`)."""
+    out: dict[str, Any] = {"ties": getattr(ev, "ties", "expected"), "no_relevant": getattr(ev, "no_relevant", "exclude")}
+    if metrics is not None:
+        out["metrics"] = list(metrics)
+    return out
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:

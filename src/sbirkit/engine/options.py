@@ -93,6 +93,20 @@ def text_list(allowed: tuple[str, ...] | None = None) -> Check:
     return check
 
 
+def _metric_names(v: Any) -> str | None:
+    expected = "a non-empty list of metric names (map, map:voc, map@200:sake, p@100, p@100:zse, acc@1, ...)"
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) for x in v):
+        return expected
+    from ..eval.metric_names import parse_metric
+
+    try:
+        for name in v:
+            parse_metric(name)
+    except ValueError as err:
+        return f"{expected}; {err}"
+    return None
+
+
 def opt(default: Any, check: Check, doc: str = "") -> Any:
     """A dataclass field with its check (and a one-line description, for ``docs``)."""
     factory = (lambda: dict(default)) if isinstance(default, dict) else (lambda: list(default)) \
@@ -200,7 +214,16 @@ class EvalOptions:
     distance: str = opt("cosine", choice("cosine", "euclidean", "squared_euclidean"))
     select: str = opt("sketch2photo/map", text, "the validation metric best.pt maximises: <direction>/<metric>")
     batch_size: int = opt(128, integer(1))
-    binary_bits: int = opt(0, integer(0), "> 0: also report ITQ binary codes of this many bits (zero-shot)")
+    binary_bits: int = opt(0, integer(0), "> 0: also report ITQ binary codes of this many bits (zero-shot), ranked "
+                                          "by exact Hamming distance")
+    ties: str = opt("expected", choice("pessimistic", "expected", "optimistic"),
+                    "order inside tied distances: relevant last, the exact expectation over random orders, or "
+                    "relevant first (docs/metrics.md)")
+    no_relevant: str = opt("exclude", choice("exclude", "zero"), "a query with no relevant item: left out of "
+                                                                 "AP means (counted), or scored 0")
+    metrics: list | None = opt(None, optional(_metric_names), "the metrics 'sbirkit eval' reports (e.g. [map:voc, "
+                                                             "p@100]); null = the protocol's own. Validation "
+                                                             "during training keeps the defaults")
     data: dict | None = opt(None, optional(mapping), "model-selection data of its own: a data section "
                                                      "(name, root, options, val_split, ...); null = data.val_split")
 

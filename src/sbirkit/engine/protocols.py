@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from ..eval import DEFAULT_METRICS
-from .evaluator import Evaluator, flat_metrics
+from .evaluator import Evaluator, flat_metrics, scoring_options
 from .options import EvalOptions
 
 FINE_GRAINED_METRICS = ("acc@1", "acc@5", "acc@10")
@@ -63,11 +63,13 @@ class Protocol:
         sketches, photos = evaluator.split(split)
         if not sketches or not photos:
             return {}
-        results, _, _ = evaluator.directions(sketches, photos, ev.directions, ev.distance)
+        results, _, _ = evaluator.directions(sketches, photos, ev.directions, ev.distance, **scoring_options(ev))
         return flat_metrics(results)
 
     def evaluate(self, evaluator: Evaluator, split: str, directions: Sequence[str], ev: EvalOptions, *,
                  gzsl: bool = False, per_query: bool = False) -> Evaluation:
+        """Score ``split`` (``ev``: the eval options; ``ev.ties``, ``ev.no_relevant`` and, when a
+        preset set it, ``ev.metrics`` decide the scoring)."""
         raise NotImplementedError
 
 
@@ -89,7 +91,8 @@ class StandardProtocol(Protocol):
                             f"{len(sketches)} sketches and {len(photos)} photos "
                             f"(splits: {', '.join(map(str, dataset.splits)) or '(none)'})")
         results, embeddings, fine = evaluator.directions(sketches, photos, directions, ev.distance,
-                                                         per_query=per_query)
+                                                         per_query=per_query,
+                                                         **scoring_options(ev, ev.metrics))
         protocol = {
             "dataset": self.data.get("name"),
             "root": self.data.get("root"),
@@ -99,6 +102,8 @@ class StandardProtocol(Protocol):
                        f"sketches: {len(sketches)}); same-modality directions exclude the query itself",
             "directions": list(directions),
             "distance": ev.distance,
+            "ties": ev.ties,
+            "no_relevant": ev.no_relevant,
             "instance_level": fine,
         }
         return Evaluation(results, protocol, embeddings)

@@ -45,13 +45,16 @@ def _subset(values: np.ndarray | torch.Tensor, mask: np.ndarray):
 def evaluate_zero_shot(sketch_emb: np.ndarray, sketch_labels: np.ndarray, photo_emb: np.ndarray,
                        photo_labels: np.ndarray, unseen: Iterable[int], *, gzsl: bool = False,
                        directions: Iterable[str] = DIRECTIONS, metrics: Sequence[str] = DEFAULT_METRICS,
-                       distance: str = "cosine", labels_suffix: str = "") -> dict[str, RetrievalResult]:
+                       distance: str = "cosine", labels_suffix: str = "", ties: str = "expected",
+                       no_relevant: str = "exclude") -> dict[str, RetrievalResult]:
     """Rank unseen-class queries in each direction; rows are every evaluated item of a modality.
 
     ZSL: the gallery is the unseen-class items. GZSL: every item given (unseen and seen classes).
     Same-modality directions remove the query from its own ranking. ``labels_suffix`` is added to
-    the direction names (e.g. ``" (64-bit ITQ, Hamming)"``).
+    the direction names (e.g. ``" (64-bit ITQ, Hamming)"``). ``ties`` and ``no_relevant`` as in
+    :func:`~sbirkit.eval.evaluate_retrieval`.
     """
+    scoring = {"metrics": metrics, "distance": distance, "ties": ties, "no_relevant": no_relevant}
     unseen = {int(c) for c in unseen}
     sides = {"sketch": (sketch_emb, np.asarray(sketch_labels)), "photo": (photo_emb, np.asarray(photo_labels))}
     results: dict[str, RetrievalResult] = {}
@@ -69,20 +72,21 @@ def evaluate_zero_shot(sketch_emb: np.ndarray, sketch_labels: np.ndarray, photo_
         name = direction + labels_suffix
         if q_side != g_side:
             results[name] = evaluate_retrieval(_subset(q_emb, q_mask), _subset(g_emb, g_mask), q_lab[q_mask],
-                                               g_lab[g_mask], metrics=metrics, distance=distance)
+                                               g_lab[g_mask], **scoring)
         elif not gzsl:
             results[name] = evaluate_retrieval(_subset(q_emb, q_mask), _subset(q_emb, q_mask), q_lab[q_mask],
-                                               q_lab[q_mask], metrics=metrics, distance=distance, exclude_self=True)
+                                               q_lab[q_mask], exclude_self=True, **scoring)
         else:  # every item is in the gallery; score all with the self match removed, keep unseen queries
-            full = evaluate_retrieval(q_emb, q_emb, q_lab, q_lab, metrics=metrics, distance=distance,
-                                      exclude_self=True, return_per_query=True)
+            full = evaluate_retrieval(q_emb, q_emb, q_lab, q_lab, exclude_self=True, return_per_query=True, **scoring)
             keep = torch.from_numpy(q_mask)
             values, undefined = {}, {}
             for metric, per_query in full.per_query.items():
-                values[metric], undefined[metric] = M.mean_defined(per_query[keep])
+                values[metric], undefined[metric] = M.mean_defined(per_query[keep], no_relevant)
+            # the sampled-tie-order error of the kept queries' mean is not recomputed: left empty
             results[name] = RetrievalResult(metrics=values, undefined=undefined, conventions=full.conventions,
                                             num_queries=int(q_mask.sum()), gallery_size=full.gallery_size,
-                                            distance=full.distance, exclude_self=True, average=full.average)
+                                            distance=full.distance, exclude_self=True, average=full.average,
+                                            tie_policy=full.tie_policy, ties=full.ties, no_relevant=no_relevant)
     return results
 
 
@@ -155,12 +159,13 @@ class ZeroShotProtocol(Protocol):
             raise DataError(f"{dataset.name}: split {split!r}: none of the directions {list(directions)} has "
                             f"unseen-class queries and gallery items ({n_unseen['sketch']} sketches, "
                             f"{n_unseen['photo']} photos)")
-        metrics = metrics_for(self.spec)
+        metrics = ev.metrics or metrics_for(self.spec)
+        scoring = {"ties": ev.ties, "no_relevant": ev.no_relevant}
         empty = (np.zeros((0, 1), np.float32), np.zeros(0, np.int64), [])
         s_emb, s_lab, _ = evaluator.embed(sketches) if sketches else empty
         p_emb, p_lab, _ = evaluator.embed(photos) if photos else empty
         results = evaluate_zero_shot(s_emb, s_lab, p_emb, p_lab, unseen, gzsl=gzsl, directions=usable,
-                                     metrics=metrics, distance=ev.distance)
+                                     metrics=metrics, distance=ev.distance, **scoring)
         bits = int(ev.binary_bits or 0)
         itq_record = None
         if bits > 0:
@@ -176,12 +181,12 @@ class ZeroShotProtocol(Protocol):
             s_codes = itq.encode(s_emb) if len(s_emb) else s_emb
             p_codes = itq.encode(p_emb) if len(p_emb) else p_emb
             results.update(evaluate_zero_shot(s_codes, s_lab, p_codes, p_lab, unseen, gzsl=gzsl, directions=usable,
-                                              metrics=metrics, distance="euclidean",
-                                              labels_suffix=f" ({bits}-bit ITQ, Hamming)"))
+                                              metrics=metrics, distance="hamming",
+                                              labels_suffix=f" ({bits}-bit ITQ, Hamming)", **scoring))
             itq_record = {"bits": bits, "fitted_on": f"{sum(len(f) for f in fit)} seen-class embeddings of split "
                           f"{train_split!r} (sketches and photos; no unseen-class sample, no labels)",
-                          "ranking": "Hamming distance = squared euclidean distance of the ±1 codes / 4; ties as "
-                                     "below"}
+                          "ranking": f"exact integer Hamming distance of the ±1 codes (at most {bits + 1} distinct "
+                                     f"distances, so ties are the rule); ties: {ev.ties}"}
         chance = chance_levels(s_lab, p_lab, unseen, gzsl, usable)
         setting = "generalised zero-shot (GZSL)" if gzsl else "zero-shot (ZSL)"
         gallery = (f"{setting}, split {cs.name} ({len(cs.seen)} seen / {len(cs.unseen)} unseen classes): queries = "
@@ -207,6 +212,8 @@ class ZeroShotProtocol(Protocol):
             "skipped_directions": [d for d in directions if d not in usable],
             "metrics": list(metrics),
             "distance": ev.distance,
+            "ties": ev.ties,
+            "no_relevant": ev.no_relevant,
             "chance": chance,
             "chance_note": "expected P@K of a random ranking (mean fraction of relevant gallery items); mAP is about "
                            "the same",

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from .metrics import (
     MAP_AT_K_CONVENTIONS,
+    MAP_CONVENTIONS,
+    NO_RELEVANT,
+    PRECISION_CONVENTIONS,
     TIE_POLICY,
+    TrueMatch,
     accuracy_at_k,
     average_precision,
     average_precision_at_k,
     class_mean,
     mean_defined,
     precision_at_k,
+    true_match,
     true_match_rank,
 )
+from .hamming import pairwise_hamming
+from .presets import PRESETS, Preset
 from .ranking import RankedRelevant, rank_relevant
 from .report import format_table
 from .retrieval import (
@@ -25,16 +32,25 @@ from .retrieval import (
     parse_metric,
 )
 from .retrieval_metric import RetrievalMetric
+from .ties import DEFAULT_TIES, TIE_POLICIES
 
 __all__ = [
     "DEFAULT_METRICS",
+    "DEFAULT_TIES",
     "DIRECTIONS",
     "MAP_AT_K_CONVENTIONS",
+    "MAP_CONVENTIONS",
+    "NO_RELEVANT",
+    "PRECISION_CONVENTIONS",
+    "PRESETS",
+    "TIE_POLICIES",
     "TIE_POLICY",
     "MetricSpec",
+    "Preset",
     "RankedRelevant",
     "RetrievalMetric",
     "RetrievalResult",
+    "TrueMatch",
     "accuracy_at_k",
     "average_precision",
     "average_precision_at_k",
@@ -43,8 +59,10 @@ __all__ = [
     "evaluate_retrieval",
     "format_table",
     "mean_defined",
+    "pairwise_hamming",
     "parse_metric",
     "precision_at_k",
     "rank_relevant",
+    "true_match",
     "true_match_rank",
 ]

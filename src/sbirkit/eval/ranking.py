@@ -1,10 +1,12 @@
 """Where each query's relevant items fall in its ranking, from one values-only sort per row.
 
 Retrieval metrics need, for every relevant item, how many gallery items and how many relevant
-items lie at or below its distance. Sorting the (query, gallery) distance rows by value (no
-indices) and binary-searching the few relevant distances in them gives exactly that, with
-equal distances counted together (ties need no special case). ``RankedRelevant`` holds the
-result; :mod:`sbirkit.eval.metrics` computes every metric from it.
+items lie at or below its distance, and (for the tie policies other than pessimistic) strictly
+below it: together they give the tie group [below, at_or_below) the item belongs to. Sorting the
+(query, gallery) distance rows by value (no indices) and binary-searching the few relevant
+distances in them gives exactly that. ``RankedRelevant`` holds the result;
+:mod:`sbirkit.eval.metrics` computes every metric from it (:mod:`sbirkit.eval.ties` the
+tie-order expectations).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ class RankedRelevant:
     items have a distance <= each one (the rank of its tie group's last member; a huge value
     for padding, which puts padding past every rank);
     ``relevant_at_or_below``: how many relevant items do; ``num_relevant`` and ``gallery_size``
-    per query. Entries at or past ``num_relevant`` are padding.
+    per query. Entries at or past ``num_relevant`` are padding. ``below`` and
+    ``relevant_below`` (None unless asked for: ``locate(with_below=True)``) count the gallery
+    and relevant items strictly below: the item's tie group holds ``at_or_below - below`` items,
+    ``relevant_at_or_below - relevant_below`` of them relevant.
     """
 
     distances: Tensor
@@ -37,6 +42,8 @@ class RankedRelevant:
     relevant_at_or_below: Tensor
     num_relevant: Tensor
     gallery_size: Tensor
+    below: Tensor | None = None
+    relevant_below: Tensor | None = None
 
     @cached_property
     def valid(self) -> Tensor:
@@ -52,17 +59,42 @@ class RankedRelevant:
         j = torch.arange(self.distances.shape[1], device=self.distances.device)
         return (self.at_or_below - self.relevant_at_or_below).add_(j[None, :])
 
-    def count_in_top(self, k: int) -> Tensor:
-        """Per query, how many relevant items rank in the top ``k``."""
-        bound = torch.full((self.positions.shape[0], 1), k, dtype=self.positions.dtype,
-                           device=self.positions.device)
-        return torch.searchsorted(self.positions, bound).squeeze(1)
+    @cached_property
+    def optimistic_positions(self) -> Tensor:
+        """0-based rank of each relevant item when, inside a tie group, relevant items come first:
+        below + j - relevant_below. Ascending along each row; padding holds a huge value."""
+        below, relevant_below = self.tie_groups()
+        j = torch.arange(self.distances.shape[1], device=self.distances.device)
+        return (below - relevant_below).add_(j[None, :])
+
+    def tie_groups(self) -> tuple[Tensor, Tensor]:
+        """``(below, relevant_below)``; a ValueError if they were not computed."""
+        if self.below is None or self.relevant_below is None:
+            raise ValueError("RankedRelevant: below/relevant_below were not computed; "
+                             "expected locate(..., with_below=True) for this tie policy")
+        return self.below, self.relevant_below
+
+    def count_in_top(self, k: int | Tensor, positions: Tensor | None = None) -> Tensor:
+        """Per query, how many relevant items rank in the top ``k`` (an int, or one per query),
+        at ``positions`` (default: the pessimistic ones, :attr:`positions`)."""
+        positions = self.positions if positions is None else positions
+        bound = _per_query(k, positions)
+        return torch.searchsorted(positions, bound).squeeze(1)
+
+
+def _per_query(k: int | Tensor, like: Tensor) -> Tensor:
+    """``k`` as a (queries, 1) tensor of ``like``'s dtype and device."""
+    if isinstance(k, Tensor):
+        return k.to(like.device, like.dtype).reshape(-1, 1)
+    return torch.full((like.shape[0], 1), int(k), dtype=like.dtype, device=like.device)
 
 
 def locate(rows: Tensor, relevant_distances: Tensor, gallery_size: Tensor | int,
-           num_relevant: Tensor | None = None) -> tuple[RankedRelevant, Tensor]:
+           num_relevant: Tensor | None = None, *, with_below: bool = False) -> tuple[RankedRelevant, Tensor]:
     """Sort ``rows`` and ``relevant_distances`` (per query; +inf = padding or excluded) and
     locate each relevant distance in its sorted row; return that and the sorted rows.
+    ``with_below`` also counts the items strictly below each relevant distance (its tie group's
+    start; only the few tied distances need a second search on the CPU path).
 
     On CPU each row is sorted and searched with NumPy (SIMD sort; binary search that reuses the
     previous bound for sorted keys; several times faster than ``torch.sort``, which also builds
@@ -78,29 +110,38 @@ def locate(rows: Tensor, relevant_distances: Tensor, gallery_size: Tensor | int,
         rows, relevant_distances = rows.contiguous(), relevant_distances.contiguous()
         at_or_below = torch.empty(relevant_distances.shape, dtype=torch.int64)
         relevant_at_or_below = torch.empty_like(at_or_below)
+        below = torch.empty_like(at_or_below) if with_below else None
+        relevant_below = torch.empty_like(at_or_below) if with_below else None
         arrays = (rows.numpy(), relevant_distances.numpy(), at_or_below.numpy(),
-                  relevant_at_or_below.numpy())
+                  relevant_at_or_below.numpy(), None if below is None else below.numpy(),
+                  None if relevant_below is None else relevant_below.numpy())
         _over_rows(_sort_and_search, rows.shape[0], rows.numel(), arrays)
     else:
         rows = torch.sort(rows, dim=1).values
         relevant_distances = torch.sort(relevant_distances, dim=1).values
+        padding = torch.isinf(relevant_distances)
         at_or_below = torch.searchsorted(rows, relevant_distances, right=True)
-        at_or_below.masked_fill_(torch.isinf(relevant_distances), _PAST_END)
+        at_or_below.masked_fill_(padding, _PAST_END)
         relevant_at_or_below = torch.searchsorted(relevant_distances, relevant_distances, right=True)
+        below = relevant_below = None
+        if with_below:
+            below = torch.searchsorted(rows, relevant_distances).masked_fill_(padding, _PAST_END)
+            relevant_below = torch.searchsorted(relevant_distances, relevant_distances)
     if num_relevant is None:
         num_relevant = torch.isfinite(relevant_distances).sum(dim=1)
     if not isinstance(gallery_size, Tensor):
         gallery_size = torch.full_like(num_relevant, int(gallery_size))
     ranked = RankedRelevant(relevant_distances, at_or_below, relevant_at_or_below, num_relevant,
-                            gallery_size)
+                            gallery_size, below, relevant_below)
     return ranked, rows
 
 
-def rank_relevant(distances: Tensor, relevant: Tensor) -> RankedRelevant:
+def rank_relevant(distances: Tensor, relevant: Tensor, *, with_below: bool = True) -> RankedRelevant:
     """:class:`RankedRelevant` from a dense (queries, gallery) distance matrix and relevance mask.
 
     An item at +inf distance is treated as absent (this is how a query is removed from its own
-    ranking); other distances must be finite.
+    ranking); other distances must be finite. ``with_below`` (default here) also locates each
+    relevant item's tie group, which every tie policy but pessimistic needs.
     """
     if distances.dim() != 2 or distances.shape != relevant.shape:
         raise ValueError(
@@ -114,7 +155,8 @@ def rank_relevant(distances: Tensor, relevant: Tensor) -> RankedRelevant:
     relevant = relevant.to(torch.bool) & present
     width = int(relevant.sum(dim=1).max()) if relevant.numel() else 0
     chosen = torch.sort(torch.where(relevant, distances, inf), dim=1).values[:, :width]
-    return locate(distances.detach().clone(), chosen.detach().contiguous(), present.sum(dim=1))[0]
+    return locate(distances.detach().clone(), chosen.detach().contiguous(), present.sum(dim=1),
+                  with_below=with_below)[0]
 
 
 def sort_rows_(rows: Tensor) -> Tensor:
@@ -135,13 +177,26 @@ def _sort_only(lo: int, hi: int, rows: np.ndarray) -> None:
 
 
 def _sort_and_search(lo: int, hi: int, rows: np.ndarray, relevant: np.ndarray,
-                     at_or_below: np.ndarray, relevant_at_or_below: np.ndarray) -> None:
+                     at_or_below: np.ndarray, relevant_at_or_below: np.ndarray,
+                     below: np.ndarray | None, relevant_below: np.ndarray | None) -> None:
     rows[lo:hi].sort(axis=1)
     values = relevant[lo:hi]
     values.sort(axis=1)
     for i in range(lo, hi):
-        at_or_below[i] = np.searchsorted(rows[i], relevant[i], side="right")
-        at_or_below[i, np.searchsorted(relevant[i], np.inf) :] = _PAST_END  # padding
+        at = np.searchsorted(rows[i], relevant[i], side="right")
+        real = np.searchsorted(relevant[i], np.inf)
+        if below is not None:
+            # An item starts its tie group unless the item before it is equal (a cheap gather);
+            # only the tied ones need the second binary search.
+            start = at - 1
+            tied = np.flatnonzero(rows[i][np.maximum(at[:real] - 2, 0)] == relevant[i, :real])
+            tied = tied[at[tied] >= 2]
+            if tied.size:
+                start[tied] = np.searchsorted(rows[i], relevant[i, tied], side="left")
+            start[real:] = _PAST_END
+            below[i] = start
+        at[real:] = _PAST_END  # padding
+        at_or_below[i] = at
     # Relevant items at or below each one: 1 + the index of the last item equal to it.
     width = values.shape[1]
     if width:
@@ -149,6 +204,11 @@ def _sort_and_search(lo: int, hi: int, rows: np.ndarray, relevant: np.ndarray,
         np.not_equal(values[:, 1:], values[:, :-1], out=last[:, :-1])
         marks = np.where(last, np.arange(1, width + 1), width)
         np.minimum.accumulate(marks[:, ::-1], axis=1, out=relevant_at_or_below[lo:hi, ::-1])
+        if relevant_below is not None:  # strictly below: the index of the first item equal to it
+            first = np.ones(values.shape, dtype=bool)
+            np.not_equal(values[:, 1:], values[:, :-1], out=first[:, 1:])
+            marks = np.where(first, np.arange(width), 0)
+            np.maximum.accumulate(marks, axis=1, out=relevant_below[lo:hi])
 
 
 def _over_rows(work, num_rows: int, size: int, arrays: tuple) -> None:

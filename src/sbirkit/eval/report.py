@@ -1,7 +1,8 @@
 """Plain-text (markdown) tables of retrieval results that name their conventions.
 
 A number without its convention cannot be compared with a paper, so every table lists, under
-the values, the definition of each metric, the distance, the averaging and the tie policy.
+the values, the definition of each metric, the distance, the averaging, the tie policy and what
+happened to queries with no relevant item.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def format_table(results: Mapping[str, RetrievalResult] | RetrievalResult, digit
             cells.append("—" if value is None or math.isnan(value) else f"{value:.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
 
-    first = next(iter(results.values()))
     conventions: dict[str, str] = {}
     for result in results.values():
         for n, text in result.conventions.items():
@@ -43,15 +43,22 @@ def format_table(results: Mapping[str, RetrievalResult] | RetrievalResult, digit
     distances = sorted({r.distance for r in results.values()})
     averages = sorted({r.average for r in results.values()})
     lines.append(f"- distance: {', '.join(distances)}; mAP averaged per {', '.join(averages)}")
-    lines.append(f"- ties: {first.tie_policy}")
+    policies = sorted({r.tie_policy for r in results.values()})
+    lines.append(f"- ties: {'; '.join(policies)}")
+    sampled = [f"{d} {n} ±{se:.1e}" for d, r in results.items() for n, se in r.tie_stderr.items()]
+    if sampled:
+        lines.append("- estimated from random tie orders (no closed form for VOC under 'expected'), standard "
+                     "error: " + "; ".join(sampled))
     excluded = [d for d, r in results.items() if r.exclude_self]
     if excluded:
         lines.append(f"- query removed from its own ranking: {', '.join(excluded)}")
     undefined = [
         f"{d} {n}: {count}" for d, r in results.items() for n, count in r.undefined.items() if count
     ]
+    rules = sorted({r.no_relevant for r in results.values()})
+    what = {"exclude": "left out of the mean as undefined", "zero": "scored 0"}
     lines.append(
-        "- queries left out as undefined (no relevant/true item): "
+        f"- queries with no relevant/true item, {' / '.join(what[r] for r in rules)}: "
         + ("; ".join(undefined) if undefined else "none")
     )
     return "\n".join(lines)

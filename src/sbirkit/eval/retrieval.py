@@ -5,13 +5,13 @@ gets a (block, gallery) distance matrix from one matmul and one values-only sort
 query's relevant distances (its class's gallery columns) are then located in the sorted row by
 binary search (:mod:`sbirkit.eval.ranking`), and :mod:`sbirkit.eval.metrics` turns that into
 per-query values. Memory stays bounded by ``block_size * gallery``.
-Metric names: ``map`` / ``map:voc`` (mAP@all), ``map@K`` / ``map@K:<convention>``, ``p@K`` and
-``acc@K`` (fine-grained, needs instance ids).
+Metric names (:mod:`sbirkit.eval.metric_names`): ``map`` / ``map:<convention>`` (mAP@all),
+``map@K`` / ``map@K:<convention>``, ``p@K`` / ``p@K:<convention>`` and ``acc@K`` (fine-grained,
+needs instance ids); ties follow a named policy (:mod:`sbirkit.eval.ties`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,67 +23,16 @@ from torch import Tensor
 
 from ..errors import DataError
 from . import metrics as M
+from . import ties as T
+from .hamming import hamming_block, sign_codes
+from .metric_names import MetricSpec, describe_metric, parse_metric
 from .ranking import RankedRelevant, locate
 
-Distance = Literal["cosine", "euclidean"]
-DISTANCES: tuple[str, ...] = ("cosine", "euclidean")
+Distance = Literal["cosine", "euclidean", "hamming"]
+DISTANCES: tuple[str, ...] = ("cosine", "euclidean", "hamming")
 DEFAULT_METRICS: tuple[str, ...] = ("map", "map@200", "p@100", "p@200")
 DEFAULT_BLOCK_ELEMENTS = 2**25  # distances per block: 128 MiB in float32, sorted in place
 DIRECTIONS: tuple[str, ...] = ("sketch2photo", "photo2sketch", "sketch2sketch", "photo2photo")
-
-_METRIC = re.compile(r"^(?:(map)(?::(none|voc))?|(map)@(\d+)(?::(\w+))?|(p)@(\d+)|(acc)@(\d+))$")
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One parsed metric name: its kind (map, map@k, p@k, acc@k), K and convention."""
-
-    name: str
-    kind: str
-    k: int | None = None
-    convention: str | None = None
-
-
-def parse_metric(name: str, *, interpolation: str = "none", map_convention: str = "sake") -> MetricSpec:
-    """Parse ``map``, ``map:voc``, ``map@200``, ``map@200:yelamarthi``, ``p@100`` or ``acc@1``."""
-    m = _METRIC.match(name.strip().lower())
-    if m is None:
-        raise ValueError(
-            f"metrics: unknown metric {name!r}; expected map, map:voc, map@K, map@K:<convention>, "
-            "p@K or acc@K"
-        )
-    if m.group(1):
-        convention = m.group(2) or interpolation
-        if convention not in M.INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation: expected one of {M.INTERPOLATIONS}, got {convention!r}"
-            )
-        return MetricSpec(name, "map", None, convention)
-    if m.group(3):
-        convention = m.group(5) or map_convention
-        if convention not in M.MAP_AT_K_CONVENTIONS:
-            raise ValueError(
-                f"metrics: {name!r} names mAP@K convention {convention!r}; expected one of "
-                f"{tuple(M.MAP_AT_K_CONVENTIONS)}"
-            )
-        return MetricSpec(name, "map@k", _positive_k(name, m.group(4)), convention)
-    if m.group(6):
-        return MetricSpec(name, "p@k", _positive_k(name, m.group(7)))
-    return MetricSpec(name, "acc@k", _positive_k(name, m.group(9)))
-
-
-def describe_metric(spec: MetricSpec) -> str:
-    """One line naming the metric's definition and convention, for reports."""
-    if spec.kind == "map":
-        if spec.convention == "voc":
-            return "mAP@all (voc): VOC-interpolated AP (precision envelope, PASCAL VOC 2010+)"
-        return "mAP@all: non-interpolated AP over the full ranking (sklearn average_precision_score)"
-    if spec.kind == "map@k":
-        return f"mAP@{spec.k} ({spec.convention}): {M.MAP_AT_K_CONVENTIONS[spec.convention]}"
-    if spec.kind == "p@k":
-        return f"P@{spec.k}: fraction relevant among the top min({spec.k}, gallery)"
-    return f"Acc@{spec.k}: true instance ranked <= {spec.k} (fine-grained)"
-
 
 @dataclass
 class RetrievalResult:
@@ -99,6 +48,9 @@ class RetrievalResult:
     average: str
     tie_policy: str = M.TIE_POLICY
     per_query: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    ties: str | None = None  # None: a record written before tie policies were named
+    no_relevant: str = "exclude"
+    tie_stderr: dict[str, float] = field(default_factory=dict)  # metrics estimated from sampled tie orders
 
     def __getitem__(self, name: str) -> float:
         return self.metrics[name]
@@ -115,6 +67,9 @@ class RetrievalResult:
             "exclude_self": self.exclude_self,
             "average": self.average,
             "tie_policy": self.tie_policy,
+            "ties": self.ties,
+            "no_relevant": self.no_relevant,
+            "tie_stderr": dict(self.tie_stderr),
         }
 
 
@@ -134,6 +89,9 @@ def evaluate_retrieval(
     map_convention: str = "sake",
     interpolation: str = "none",
     average: Literal["query", "class"] = "query",
+    ties: str = T.DEFAULT_TIES,
+    no_relevant: str = "exclude",
+    tie_samples: int = T.TIE_SAMPLES,
     return_per_query: bool = False,
     progress: bool = False,
 ) -> RetrievalResult:
@@ -145,6 +103,13 @@ def evaluate_retrieval(
     ``device=None`` uses the embeddings' device, ``"auto"`` CUDA when available.
     ``map_convention`` names the mAP@K convention and ``interpolation`` the mAP@all one for
     metric names that do not carry their own (``map@200:yelamarthi``, ``map:voc``).
+    ``distance="hamming"`` ranks binary codes (+-1, 0/1, bool or packed uint8) by exact integer
+    Hamming distance (:mod:`sbirkit.eval.hamming`).
+    ``ties``: ``"pessimistic"``, ``"expected"`` or ``"optimistic"`` (:mod:`sbirkit.eval.ties`);
+    VOC metrics under ``"expected"`` are estimated from ``tie_samples`` random tie orders per
+    query (exact when no tie mixes relevant and non-relevant items), with their standard error in
+    ``tie_stderr``. ``no_relevant``: a query whose value is undefined (no relevant or true item)
+    is left out of the mean (``"exclude"``, counted in ``undefined``) or scored 0 (``"zero"``).
     """
     specs = [parse_metric(m, interpolation=interpolation, map_convention=map_convention) for m in metrics]
     if not specs:
@@ -155,10 +120,18 @@ def evaluate_retrieval(
         raise ValueError(f"distance: expected one of {DISTANCES}, got {distance!r}")
     if average not in ("query", "class"):
         raise ValueError(f"average: expected 'query' or 'class', got {average!r}")
+    T.check_ties(ties)
+    if no_relevant not in M.NO_RELEVANT:
+        raise ValueError(f"no_relevant: expected one of {tuple(M.NO_RELEVANT)}, got {no_relevant!r}")
+    if isinstance(tie_samples, bool) or not isinstance(tie_samples, int) or tie_samples < 1:
+        raise ValueError(f"tie_samples: expected an integer >= 1, got {tie_samples!r}")
 
     dev = _resolve_device(device, query_emb)
-    query = _embeddings(query_emb, "query_emb", dev)
-    gallery = _embeddings(gallery_emb, "gallery_emb", dev)
+    if distance == "hamming":
+        query, gallery = sign_codes(query_emb, gallery_emb, dev)
+    else:
+        query = _embeddings(query_emb, "query_emb", dev)
+        gallery = _embeddings(gallery_emb, "gallery_emb", dev)
     num_queries, num_gallery = query.shape[0], gallery.shape[0]
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(
@@ -188,9 +161,7 @@ def evaluate_retrieval(
     if distance == "cosine":
         query = _unit_rows(query, "query_emb")
         gallery = _unit_rows(gallery, "gallery_emb")
-        gallery_sq = None
-    else:
-        gallery_sq = (gallery * gallery).sum(dim=1)
+    gallery_sq = (gallery * gallery).sum(dim=1) if distance == "euclidean" else None
     gallery_t = gallery.t()
 
     length = num_gallery - int(exclude_self)
@@ -204,7 +175,9 @@ def evaluate_retrieval(
     class_items = torch.sort(gallery_codes, stable=True).indices
 
     ranked = [s for s in specs if s.kind != "acc@k"]
+    with_below = ties != "pessimistic" or any(s.convention == "sem-pcyc" for s in ranked)
     per_query = {s.name: torch.empty(num_queries, dtype=torch.float64) for s in specs}
+    variance = {s.name: torch.zeros(num_queries, dtype=torch.float64) for s in specs}
     acc_specs = [s for s in specs if s.kind == "acc@k"]
     blocks = range(0, num_queries, rows)
     if progress:
@@ -223,36 +196,37 @@ def evaluate_retrieval(
             dist[torch.arange(stop - start, device=dev), own] = float("inf")
         if acc_specs:
             is_true = query_inst[start:stop, None] == gallery_inst[None, :]
-            ranks = M.true_match_rank(dist, is_true)
+            match = M.true_match(dist, is_true)
             for s in acc_specs:
-                per_query[s.name][start:stop] = M.accuracy_at_k(ranks, s.k).cpu()
+                per_query[s.name][start:stop] = M.accuracy_at_k(match, s.k, ties).cpu()
             del is_true
         if not ranked:
             continue
         excluded = (gallery_codes[own] == labels) if exclude_self else None
         ranked_relevant = _rank_block(dist, labels, class_counts, class_start, class_items, length,
-                                      excluded)
+                                      excluded, with_below)
         del dist
         if ranked_relevant is None:
             _raise_non_finite(start, stop)
         for s in ranked:
-            if s.kind == "map":
-                value = M.average_precision(ranked_relevant, interpolation=s.convention)
-            elif s.kind == "map@k":
-                value = M.average_precision_at_k(ranked_relevant, s.k, convention=s.convention)
-            else:
-                value = M.precision_at_k(ranked_relevant, s.k)
+            value, spread = score_metric(s, ranked_relevant, ties, tie_samples, first_query=start)
             per_query[s.name][start:stop] = value.cpu()
+            variance[s.name][start:stop] = spread.cpu()
         del ranked_relevant
 
     values: dict[str, float] = {}
     undefined: dict[str, int] = {}
+    stderr: dict[str, float] = {}
     query_codes_cpu = query_codes.cpu()
     for s in specs:
-        if average == "class" and s.kind in ("map", "map@k"):
-            values[s.name], undefined[s.name] = M.class_mean(per_query[s.name], query_codes_cpu)
+        by_class = average == "class" and s.kind in ("map", "map@k")
+        if by_class:
+            values[s.name], undefined[s.name] = M.class_mean(per_query[s.name], query_codes_cpu, no_relevant)
         else:
-            values[s.name], undefined[s.name] = M.mean_defined(per_query[s.name])
+            values[s.name], undefined[s.name] = M.mean_defined(per_query[s.name], no_relevant)
+        if bool((variance[s.name] > 0).any()):
+            weights = M.mean_weights(per_query[s.name], query_codes_cpu if by_class else None, no_relevant)
+            stderr[s.name] = float((weights.square() * variance[s.name]).sum().sqrt())
     conventions = {s.name: describe_metric(s) for s in specs}
     return RetrievalResult(
         metrics=values,
@@ -263,8 +237,26 @@ def evaluate_retrieval(
         distance=distance,
         exclude_self=exclude_self,
         average=average,
+        tie_policy=f"{ties}: {T.TIE_POLICIES[ties]}",
         per_query=per_query if return_per_query else {},
+        ties=ties,
+        no_relevant=no_relevant,
+        tie_stderr=stderr,
     )
+
+
+def score_metric(spec: MetricSpec, ranked: RankedRelevant, ties: str, samples: int = T.TIE_SAMPLES,
+                 first_query: int = 0) -> tuple[Tensor, Tensor]:
+    """``(per-query values, variance of each value's estimate)`` of one ranked metric (the
+    variance is 0 except for VOC metrics estimated from sampled tie orders; the block's first
+    query index seeds those, so they do not depend on the block size)."""
+    sampled = {"samples": samples, "first_query": first_query, "return_variance": True}
+    if spec.kind == "map":
+        return M.average_precision(ranked, interpolation=spec.convention, ties=ties, **sampled)
+    if spec.kind == "map@k":
+        return M.average_precision_at_k(ranked, spec.k, convention=spec.convention, ties=ties, **sampled)
+    value = M.precision_at_k(ranked, spec.k, convention=spec.convention, ties=ties)
+    return value, torch.zeros_like(value)
 
 
 def evaluate_directions(
@@ -367,7 +359,8 @@ def encode_labels(
 
 
 def _rank_block(dist: Tensor, labels: Tensor, class_counts: Tensor, class_start: Tensor,
-                class_items: Tensor, length: int, excluded: Tensor | None) -> RankedRelevant | None:
+                class_items: Tensor, length: int, excluded: Tensor | None,
+                with_below: bool = False) -> RankedRelevant | None:
     """Gather each query's class columns, then sort ``dist`` rows in place (values only) and
     locate the relevant distances in them. An excluded self match is at +inf in both
     (``excluded``: whether it was relevant). None if a distance is not finite."""
@@ -377,7 +370,7 @@ def _rank_block(dist: Tensor, labels: Tensor, class_counts: Tensor, class_start:
     slots = (class_start[labels][:, None] + j[None, :]).clamp_(max=class_items.numel() - 1)
     relevant = dist.gather(1, class_items[slots]).masked_fill_(j[None, :] >= counts[:, None], float("inf"))
     num_relevant = counts if excluded is None else counts - excluded.to(counts.dtype)
-    ranked, sorted_rows = locate(dist, relevant, length, num_relevant)
+    ranked, sorted_rows = locate(dist, relevant, length, num_relevant, with_below=with_below)
     # Ascending with NaN last: a finite first entry and a finite last non-excluded entry mean
     # every distance of the block is finite.
     return ranked if bool(torch.isfinite(sorted_rows[:, [0, length - 1]]).all()) else None
@@ -388,13 +381,6 @@ def _raise_non_finite(start: int, stop: int) -> None:
         f"query_emb/gallery_emb: queries {start}..{stop - 1} give non-finite distances "
         "(overflow); expected finite embeddings of moderate size"
     )
-
-
-def _positive_k(name: str, digits: str) -> int:
-    k = int(digits)
-    if k < 1:
-        raise ValueError(f"metrics: {name!r} needs K >= 1")
-    return k
 
 
 def _resolve_device(device: str | torch.device | None, reference: Any) -> torch.device:
@@ -441,8 +427,11 @@ def _block_rows(block_size: int | None, length: int, num_queries: int) -> int:
 
 def _block_distances(q: Tensor, gallery_t: Tensor, gallery_sq: Tensor | None, distance: str) -> Tensor:
     """Cosine: negated similarity of unit rows (exact negation adds no ties); euclidean: squared
-    distance ||q||^2 + ||g||^2 - 2 q.g, clamped at 0 (same order as the distance)."""
+    distance ||q||^2 + ||g||^2 - 2 q.g, clamped at 0 (same order as the distance); hamming: the
+    exact integer count of differing bits."""
     if distance == "cosine":
         return torch.mm(q, gallery_t).neg_()
+    if distance == "hamming":
+        return hamming_block(q, gallery_t)
     dist = torch.addmm(gallery_sq.unsqueeze(0), q, gallery_t, beta=1, alpha=-2)
     return dist.add_((q * q).sum(dim=1, keepdim=True)).clamp_min_(0)
