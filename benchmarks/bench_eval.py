@@ -2,7 +2,10 @@
 
 Variants, each run in its own subprocess on the same seeded data (cosine, class-structured):
 
-* ours:    ``evaluate_retrieval`` computing mAP@all + P@100 + P@200.
+* ours:    ``evaluate_retrieval`` computing mAP@all + P@100 + P@200 under the default tie policy
+  (``expected``: the exact expectation over random orders inside ties).
+* ours_pessimistic / ours_optimistic: the same under the other two tie policies (the cost of
+  ``expected`` is read against ``ours_pessimistic``, the engine's only policy before issue 20).
 * sklearn: the loop of SBIR reference code: per query a cosine-similarity row, then
   ``sklearn.metrics.average_precision_score`` and a top-200 selection for P@K. Run on a subsample
   of queries and extrapolated linearly. Favourable to it: the gallery is normalised once, outside
@@ -20,6 +23,7 @@ the variant's peak (it can only overstate, if data creation briefly peaked highe
     python benchmarks/bench_eval.py                 # 10,000 x 100,000 x 512, a few minutes
     python benchmarks/bench_eval.py --quick         # 1,000 x 10,000 smoke run
     python benchmarks/bench_eval.py --json out.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_eval.py --queries 2000 --variants ours,ours_pessimistic --repeats 3
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("ours", "sklearn", "floor", "floor_torch")
+VARIANTS = ("ours", "ours_pessimistic", "ours_optimistic", "sklearn", "floor", "floor_torch")
 METRICS = ("map", "p@100", "p@200")
 
 
@@ -97,13 +101,22 @@ def sample_queries(args: argparse.Namespace) -> list[int]:
     return sorted(rng.choice(args.queries, size=args.sklearn_queries, replace=False).tolist())
 
 
-def run_ours(args, q, ql, g, gl) -> dict:
-    from sbirkit.eval import evaluate_retrieval
+def run_ours(args, q, ql, g, gl, ties: str | None = None) -> dict:
+    from sbirkit.eval import DEFAULT_TIES, evaluate_retrieval
 
-    result = evaluate_retrieval(q, g, ql, gl, metrics=METRICS, distance="cosine",
+    result = evaluate_retrieval(q, g, ql, gl, metrics=METRICS, distance="cosine", ties=ties or DEFAULT_TIES,
                                 block_size=args.block_size, return_per_query=True)
     sample = sample_queries(args)
-    return {"metrics": result.metrics, "sample_ap": result.per_query["map"][sample].tolist()}
+    return {"metrics": result.metrics, "sample_ap": result.per_query["map"][sample].tolist(),
+            "ties": result.ties}
+
+
+def run_ours_pessimistic(args, q, ql, g, gl) -> dict:
+    return run_ours(args, q, ql, g, gl, ties="pessimistic")
+
+
+def run_ours_optimistic(args, q, ql, g, gl) -> dict:
+    return run_ours(args, q, ql, g, gl, ties="optimistic")
 
 
 def run_sklearn(args, q, ql, g, gl) -> dict:
@@ -160,8 +173,8 @@ def worker(args: argparse.Namespace) -> None:
 
     rss_before_kib = _vm_rss_kib()
     start = time.perf_counter()
-    run = {"ours": run_ours, "sklearn": run_sklearn, "floor": run_floor,
-           "floor_torch": run_floor_torch}[args.worker]
+    run = {"ours": run_ours, "ours_pessimistic": run_ours_pessimistic, "ours_optimistic": run_ours_optimistic,
+           "sklearn": run_sklearn, "floor": run_floor, "floor_torch": run_floor_torch}[args.worker]
     out = run(
         args, q, ql, g, gl)
     seconds = time.perf_counter() - start
@@ -224,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
                     "processor": _cpu_model(), "python": platform.python_version()},
         "runs": runs,
     }
+    if "ours" in runs and "ours_pessimistic" in runs:
+        summary["expected_vs_pessimistic"] = runs["ours"]["seconds"] / runs["ours_pessimistic"]["seconds"]
+        summary["expected_vs_pessimistic_all"] = [a / b for a, b in zip(runs["ours"]["seconds_all"],
+                                                                         runs["ours_pessimistic"]["seconds_all"])]
     if "ours" in runs and "sklearn" in runs:
         ours_ap, sk_ap = runs["ours"]["sample_ap"], runs["sklearn"]["sample_ap"]
         summary["max_abs_ap_diff_vs_sklearn"] = max(abs(a - b) for a, b in zip(ours_ap, sk_ap))
@@ -246,7 +263,9 @@ def format_markdown(summary: dict) -> str:
         "| mAP@all | P@100 | P@200 |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    labels = {"ours": "ours: evaluate_retrieval (mAP@all + P@100 + P@200)",
+    labels = {"ours": "ours: evaluate_retrieval (mAP@all + P@100 + P@200), ties=expected (default)",
+              "ours_pessimistic": "ours, ties=pessimistic",
+              "ours_optimistic": "ours, ties=optimistic",
               "sklearn": f"(a) per-query sklearn loop, {cfg['sklearn_queries']} queries "
                          "timed, extrapolated",
               "floor": "(b) floor: blocked matmul + full row sort (NumPy SIMD sort)",
@@ -259,6 +278,11 @@ def format_markdown(summary: dict) -> str:
         cells = [labels[name], f"{r['seconds']:.1f}", every, ratio, f"{r['peak_extra_mib']:.0f}",
                  *(f"{m[k]:.4f}" if k in m else "—" for k in METRICS)]
         lines.append("| " + " | ".join(cells) + " |")
+    if "expected_vs_pessimistic" in summary:
+        lines.append("")
+        lines.append(f"cost of ties=expected / ties=pessimistic: {summary['expected_vs_pessimistic']:.3f}x "
+                     "(medians; per round: "
+                     + ", ".join(f"{x:.3f}" for x in summary["expected_vs_pessimistic_all"]) + ")")
     if "max_abs_ap_diff_vs_sklearn" in summary:
         lines.append("")
         lines.append(f"max |AP ours - AP sklearn| over the {cfg['sklearn_queries']} sampled queries: "

@@ -11,23 +11,28 @@ from sbirkit.eval import ranking
 
 
 def _plain_counts(dist: np.ndarray, rel: np.ndarray):
-    """Per query, per relevant item (ascending): #items <= it and #relevant items <= it."""
+    """Per query, per relevant item (ascending): #items <= it, #relevant items <= it, #items < it
+    and #relevant items < it."""
     out = []
     for d, r in zip(dist, rel):
         values = np.sort(d[r])
-        out.append(([(d <= v).sum() for v in values], [(values <= v).sum() for v in values]))
+        out.append(([(d <= v).sum() for v in values], [(values <= v).sum() for v in values],
+                    [(d < v).sum() for v in values], [(values < v).sum() for v in values]))
     return out
 
 
 def _check(ranked, expected):
-    for i, (at, rel_at) in enumerate(expected):
+    for i, (at, rel_at, below, rel_below) in enumerate(expected):
         n = len(at)
         assert int(ranked.num_relevant[i]) == n
         assert ranked.at_or_below[i, :n].tolist() == at
         assert ranked.relevant_at_or_below[i, :n].tolist() == rel_at
-        # positions: ascending, relevant last inside a tie, within the gallery
-        pos = ranked.positions[i, :n]
-        assert torch.all(pos[1:] > pos[:-1]) and (n == 0 or int(pos[-1]) < ranked.gallery_size[i])
+        assert ranked.below[i, :n].tolist() == below
+        assert ranked.relevant_below[i, :n].tolist() == rel_below
+        # positions: ascending, relevant last (first) inside a tie, within the gallery
+        for pos in (ranked.positions[i, :n], ranked.optimistic_positions[i, :n]):
+            assert torch.all(pos[1:] > pos[:-1]) and (n == 0 or int(pos[-1]) < ranked.gallery_size[i])
+        assert torch.all(ranked.optimistic_positions[i, :n] <= ranked.positions[i, :n])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -52,7 +57,8 @@ def test_backends_agree_and_sort_in_place(monkeypatch):
     fast = ranking.rank_relevant(dist, rel)
     monkeypatch.setattr(ranking, "_numpy_backend", lambda t: False)
     slow = ranking.rank_relevant(dist, rel)
-    for name in ("distances", "at_or_below", "relevant_at_or_below", "num_relevant", "positions"):
+    for name in ("distances", "at_or_below", "relevant_at_or_below", "num_relevant", "positions", "below",
+                 "relevant_below", "optimistic_positions"):
         assert torch.equal(getattr(fast, name), getattr(slow, name)), name
     monkeypatch.undo()
     rows = dist.clone()
@@ -69,3 +75,10 @@ def test_absent_items_at_inf_are_not_counted():
     assert ranked.at_or_below[0, :2].tolist() == [3, 3]
     assert ranked.positions[0, :2].tolist() == [1, 2]
     assert ranked.count_in_top(1).tolist() == [0] and ranked.count_in_top(2).tolist() == [1]
+    assert ranked.below[0, :2].tolist() == [1, 1] and ranked.optimistic_positions[0, :2].tolist() == [1, 2]
+
+
+def test_pessimistic_needs_no_tie_groups():
+    ranked = ranking.rank_relevant(torch.tensor([[0.3, 0.3, 0.1]]), torch.tensor([[True, False, True]]),
+                                   with_below=False)
+    assert ranked.below is None and ranked.positions[0].tolist() == [0, 2]

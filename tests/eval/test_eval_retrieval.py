@@ -21,8 +21,8 @@ from sbirkit.eval import (
 )
 
 METRICS = (
-    "map", "map:voc", "map@5:sake", "map@5:yelamarthi", "map@5:standard", "map@500",
-    "p@1", "p@10", "p@500", "acc@1", "acc@3",
+    "map", "map:voc", "map:sklearn", "map@5:sake", "map@5:yelamarthi", "map@5:standard", "map@5:sem-pcyc",
+    "map@500", "p@1", "p@10", "p@500", "p@10:zse", "p@10:doodle2search", "acc@1", "acc@3",
 )
 
 
@@ -51,16 +51,17 @@ def make_case(seed: int, queries: int, gallery: int, distance: str, same_set: bo
     return q_emb, g_emb, q_lab, g_lab, q_inst, g_inst
 
 
-def check_against_reference(case, distance, exclude_self, block_size, metrics=METRICS):
+def check_against_reference(case, distance, exclude_self, block_size, metrics=METRICS, ties="pessimistic"):
     q_emb, g_emb, q_lab, g_lab, q_inst, g_inst = case
     result = evaluate_retrieval(
         torch.from_numpy(q_emb), torch.from_numpy(g_emb), torch.from_numpy(q_lab),
         torch.from_numpy(g_lab), query_instances=torch.from_numpy(q_inst),
         gallery_instances=torch.from_numpy(g_inst), metrics=metrics, distance=distance,
-        exclude_self=exclude_self, block_size=block_size, return_per_query=True,
+        exclude_self=exclude_self, block_size=block_size, return_per_query=True, ties=ties,
     )
     expected = ref.evaluate(q_emb, g_emb, q_lab, g_lab, metrics, distance=distance,
-                            exclude_self=exclude_self, q_inst=q_inst, g_inst=g_inst)
+                            exclude_self=exclude_self, q_inst=q_inst, g_inst=g_inst, ties=ties)
+    assert result.ties == ties and result.tie_policy.startswith(ties)
     for m in metrics:
         got = result.per_query[m].numpy()
         np.testing.assert_allclose(got, expected[m], atol=1e-6, rtol=0, err_msg=m)
@@ -70,35 +71,51 @@ def check_against_reference(case, distance, exclude_self, block_size, metrics=ME
     return result
 
 
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
 @pytest.mark.parametrize("distance", ["cosine", "euclidean"])
 @pytest.mark.parametrize("exclude_self", [False, True])
 @pytest.mark.parametrize("block_size", [1, 7, None])
-def test_engine_matches_reference_grid(distance, exclude_self, block_size):
+def test_engine_matches_reference_grid(distance, exclude_self, block_size, ties):
     case = make_case(1, queries=23, gallery=41, distance=distance, same_set=exclude_self)
-    result = check_against_reference(case, distance, exclude_self, block_size)
+    result = check_against_reference(case, distance, exclude_self, block_size, ties=ties)
     assert result.gallery_size == 41 - int(exclude_self)
     if not exclude_self:  # the grid really covers undefined queries
         assert result.undefined["map"] > 0 and result.undefined["acc@1"] > 0
         assert result.undefined["p@10"] == 0
 
 
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
 @pytest.mark.parametrize("exclude_self", [False, True])
-def test_engine_torch_backend_matches_reference(monkeypatch, exclude_self):
+def test_engine_torch_backend_matches_reference(monkeypatch, exclude_self, ties):
     """The path GPUs take (torch.sort + torch.searchsorted), forced on CPU."""
     from sbirkit.eval import ranking
 
     monkeypatch.setattr(ranking, "_numpy_backend", lambda t: False)
     case = make_case(14, queries=21, gallery=37, distance="euclidean", same_set=exclude_self)
-    check_against_reference(case, "euclidean", exclude_self, block_size=6)
+    check_against_reference(case, "euclidean", exclude_self, block_size=6, ties=ties)
+
+
+def test_torch_backend_equals_numpy_backend_under_expected(monkeypatch):
+    from sbirkit.eval import ranking
+
+    case = make_case(15, queries=19, gallery=33, distance="cosine", same_set=False)
+    q_emb, g_emb, q_lab, g_lab, q_inst, g_inst = case
+    kwargs = {"query_instances": q_inst, "gallery_instances": g_inst, "metrics": METRICS, "block_size": 5,
+              "ties": "expected", "return_per_query": True}
+    fast = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, **kwargs)
+    monkeypatch.setattr(ranking, "_numpy_backend", lambda t: False)
+    slow = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, **kwargs)
+    for m in METRICS:
+        assert torch.equal(fast.per_query[m].nan_to_num(-1), slow.per_query[m].nan_to_num(-1)), m
 
 
 def test_engine_matches_sklearn_directly():
     q_emb, g_emb, q_lab, g_lab, _, _ = make_case(2, 19, 33, "euclidean", same_set=False)
-    result = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, metrics=["map"], distance="euclidean",
+    result = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, metrics=["map:sklearn"], distance="euclidean",
                                 block_size=4, return_per_query=True)
     full = ref.distances(q_emb, g_emb, "euclidean")
     expected = [ref.ap_sklearn(full[i], g_lab == q_lab[i]) for i in range(len(q_emb))]
-    np.testing.assert_allclose(result.per_query["map"].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(result.per_query["map:sklearn"].numpy(), expected, atol=1e-6)
 
 
 def test_engine_on_continuous_float64_data():
@@ -108,7 +125,8 @@ def test_engine_on_continuous_float64_data():
     case = (q, g, rng.integers(0, 3, 17), rng.integers(0, 3, 29), rng.integers(0, 9, 17),
             rng.integers(0, 9, 29))
     for distance in ("cosine", "euclidean"):
-        check_against_reference(case, distance, exclude_self=False, block_size=5)
+        for ties in ("pessimistic", "optimistic"):
+            check_against_reference(case, distance, exclude_self=False, block_size=5, ties=ties)
 
 
 @settings(max_examples=25, deadline=None)
@@ -119,14 +137,16 @@ def test_engine_on_continuous_float64_data():
     distance=st.sampled_from(["cosine", "euclidean"]),
     exclude_self=st.booleans(),
     block_size=st.integers(1, 25),
+    ties=st.sampled_from(["pessimistic", "optimistic"]),
 )
-def test_engine_property_matches_reference(seed, queries, gallery, distance, exclude_self, block_size):
+def test_engine_property_matches_reference(seed, queries, gallery, distance, exclude_self, block_size, ties):
     case = make_case(seed, queries, gallery, distance, same_set=exclude_self)
-    check_against_reference(case, distance, exclude_self, block_size)
+    check_against_reference(case, distance, exclude_self, block_size, ties=ties)
 
 
+@pytest.mark.parametrize("ties", ["pessimistic", "expected", "optimistic"])
 @pytest.mark.parametrize("distance", ["cosine", "euclidean"])
-def test_block_size_changes_no_value(distance):
+def test_block_size_changes_no_value(distance, ties):
     rng = np.random.default_rng(4)
     q = torch.from_numpy(rng.standard_normal((37, 16)).astype(np.float32))
     g = torch.from_numpy(rng.standard_normal((90, 16)).astype(np.float32))
@@ -135,9 +155,12 @@ def test_block_size_changes_no_value(distance):
     q_inst, g_inst = rng.integers(0, 40, 37), rng.integers(0, 40, 90)
     runs = [
         evaluate_retrieval(q, g, q_lab, g_lab, query_instances=q_inst, gallery_instances=g_inst,
-                           metrics=METRICS, distance=distance, block_size=b, return_per_query=True)
+                           metrics=METRICS, distance=distance, block_size=b, return_per_query=True, ties=ties,
+                           tie_samples=20)
         for b in (1, 5, 36, 37, 1000, None)
     ]
+    # the sampled VOC estimates are seeded per query, so they too repeat exactly
+    assert ties != "expected" or runs[0].tie_stderr
     for other in runs[1:]:
         assert other.metrics == runs[0].metrics
         for m in METRICS:
@@ -149,9 +172,10 @@ def test_per_class_map_is_mean_of_class_means():
     q_emb, g_emb, q_lab, g_lab, _, _ = case
     q_lab = np.where(np.arange(40) < 25, 0, q_lab)  # class 0 dominates the queries
     metrics = ("map", "map@5:standard", "p@10")
-    by_query = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, metrics=metrics, distance="euclidean")
+    by_query = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, metrics=metrics, distance="euclidean",
+                                  ties="pessimistic")
     by_class = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, metrics=metrics, distance="euclidean",
-                                  average="class")
+                                  average="class", ties="pessimistic")
     expected = ref.evaluate(q_emb, g_emb, q_lab, g_lab, metrics, distance="euclidean")
     for m in ("map", "map@5:standard"):
         assert by_class.metrics[m] == pytest.approx(ref.class_mean(expected[m], q_lab), abs=1e-6)
@@ -186,7 +210,7 @@ def test_four_directions():
     metrics = ("map", "p@5")
     out = evaluate_directions(sk, sk_lab, ph, ph_lab, sketch_instances=sk_inst,
                               photo_instances=ph_inst, metrics=metrics,
-                              fine_grained_metrics=("acc@1", "acc@5"), block_size=4)
+                              fine_grained_metrics=("acc@1", "acc@5"), block_size=4, ties="pessimistic")
     assert list(out) == ["sketch2photo", "photo2sketch", "sketch2sketch", "photo2photo"]
     assert set(out["sketch2photo"].metrics) == {"map", "p@5", "acc@1", "acc@5"}
     assert set(out["photo2photo"].metrics) == {"map", "p@5"}
@@ -239,7 +263,7 @@ def test_format_table_names_conventions_and_values():
     table = format_table(out)
     assert "| sketch2photo | 12 | 10 | " + f"{out['sketch2photo']['map']:.4f}" in table
     assert "mAP@200 (yelamarthi)" in table and "Yelamarthi et al. (ECCV 2018)" in table
-    assert "distance: cosine" in table and "one threshold" in table
+    assert "distance: cosine" in table and "ties: expected: the exact expectation" in table
     assert "sketch2photo map: 1" in table  # the undefined query is reported
     single = format_table(out["photo2photo"])
     assert [line.split(" | ")[0] for line in single.splitlines() if line.startswith("| ")] == [
@@ -254,6 +278,12 @@ def test_bad_inputs_raise_one_line_errors():
         evaluate_retrieval(q, g, lab_q, lab_g, metrics=["mrr"])
     with pytest.raises(ValueError, match="convention 'voc'"):
         evaluate_retrieval(q, g, lab_q, lab_g, metrics=["map@10:voc"])
+    with pytest.raises(ValueError, match="P@K convention 'sake'"):
+        evaluate_retrieval(q, g, lab_q, lab_g, metrics=["p@10:sake"])
+    with pytest.raises(ValueError, match="ties: expected one of"):
+        evaluate_retrieval(q, g, lab_q, lab_g, ties="random")
+    with pytest.raises(ValueError, match="no_relevant: expected one of"):
+        evaluate_retrieval(q, g, lab_q, lab_g, no_relevant="drop")
     with pytest.raises(ValueError, match="gallery_labels: expected 6 entries"):
         evaluate_retrieval(q, g, lab_q, lab_g[:5])
     with pytest.raises(ValueError, match="exclude_self"):
@@ -294,3 +324,26 @@ def test_a_query_with_no_relevant_item_is_excluded_from_map_but_scores_zero_in_p
     result = evaluate_retrieval(q, g, np.array([0, 1]), np.array([0, 0]), metrics=("map", "p@1"))
     assert result.metrics["map"] == pytest.approx(1.0) and result.undefined["map"] == 1
     assert result.metrics["p@1"] == pytest.approx(0.5) and result.undefined["p@1"] == 0
+    # no_relevant="zero" (Sem-PCYC, Doodle2Search, Yelamarthi): the same query scores 0 in the AP mean
+    zero = evaluate_retrieval(q, g, np.array([0, 1]), np.array([0, 0]), metrics=("map", "p@1", "p@1:zse"),
+                              no_relevant="zero")
+    assert zero.metrics["map"] == pytest.approx(0.5) and zero.undefined["map"] == 1
+    assert zero.metrics["p@1"] == pytest.approx(0.5) and zero.metrics["p@1:zse"] == pytest.approx(0.5)
+    assert "scored 0" in format_table(zero) and zero.no_relevant == "zero"
+
+
+def test_every_result_names_its_tie_policy_and_sampled_errors():
+    rng = np.random.default_rng(21)
+    q, g = tied_embeddings(rng, 15, "cosine"), tied_embeddings(rng, 30, "cosine")
+    q_lab, g_lab = rng.integers(0, 3, 15), rng.integers(0, 3, 30)
+    results = {t: evaluate_retrieval(q, g, q_lab, g_lab, metrics=("map", "map:voc", "p@5"), ties=t)
+               for t in ("pessimistic", "expected", "optimistic")}
+    for t, r in results.items():
+        assert r.ties == t and r.as_dict()["ties"] == t
+        assert f"- ties: {t}: " in format_table(r)
+    assert results["pessimistic"].metrics["map"] < results["expected"].metrics["map"] < \
+        results["optimistic"].metrics["map"]  # tied embeddings: the policies differ
+    assert set(results["expected"].tie_stderr) == {"map:voc"}
+    assert "standard error: retrieval map:voc" in format_table(results["expected"])
+    old = {k: v for k, v in results["expected"].as_dict().items() if k not in ("ties", "no_relevant", "tie_stderr")}
+    assert format_table(type(results["expected"])(**old))  # a record written before tie policies had names

@@ -54,14 +54,24 @@ def test_hamming_ranking_through_the_evaluation_engine():
     g = np.where(rng.normal(size=(40, 6)) + labels_g[:, None] > 1, 1.0, -1.0).astype(np.float32)
     ham = hamming_distances(q, g)
     assert ham[0, 0] == np.sum(q[0] != g[0])
-    res = evaluate_retrieval(q, g, labels_q, labels_g, metrics=("map", "p@10"), distance="euclidean")
-    # 6-bit codes: many ties; sklearn's AP treats a tie as one threshold, like the engine
+    res = evaluate_retrieval(q, g, labels_q, labels_g, metrics=("map:sklearn", "p@10"), distance="hamming",
+                             ties="pessimistic")
+    # 6-bit codes: many ties; sklearn's AP treats a tie as one threshold, like map:sklearn
     expected = np.mean([average_precision_score(labels_g == labels_q[i], -ham[i]) for i in range(15)])
-    assert res["map"] == pytest.approx(expected)
+    assert res["map:sklearn"] == pytest.approx(expected)
     # P@10 with ties counted against the query: relevant items go last inside a tie
     p10 = []
     for i in range(15):
         rel = labels_g == labels_q[i]
         order = np.lexsort((rel, ham[i]))
         p10.append(rel[order[:10]].mean())
+    assert res["p@10"] == pytest.approx(np.mean(p10))
+    # the expected P@10 is the mean over random orders inside the ties (the tie at rank 10 shared out)
+    res = evaluate_retrieval(q, g, labels_q, labels_g, metrics=("p@10",), distance="hamming", ties="expected")
+    p10 = []
+    for i in range(15):
+        rel = labels_g == labels_q[i]
+        d = ham[i]
+        cut = np.sort(d)[9]
+        p10.append((rel[d < cut].sum() + (10 - (d < cut).sum()) * rel[d == cut].mean()) / 10)
     assert res["p@10"] == pytest.approx(np.mean(p10))
