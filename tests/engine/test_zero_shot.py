@@ -124,6 +124,23 @@ def test_zsl_and_gzsl_against_a_per_query_reference(gzsl):
     assert chance == pytest.approx(np.mean([(p_lab[gp] == c).mean() for c in s_lab[qs]]))
 
 
+@pytest.mark.parametrize("gzsl", [False, True])
+def test_binary_codes_rank_by_exact_hamming_under_each_tie_policy(gzsl):
+    rng = np.random.default_rng(8)
+    s_lab, p_lab = rng.integers(0, 4, 30), rng.integers(0, 4, 25)
+    patterns = rng.integers(0, 2, (4, 6))
+    s_codes = np.where((patterns[s_lab] ^ (rng.random((30, 6)) < 0.2)) > 0, 1.0, -1.0)
+    p_codes = np.where((patterns[p_lab] ^ (rng.random((25, 6)) < 0.2)) > 0, 1.0, -1.0)
+    values = {}
+    for ties in ("pessimistic", "expected", "optimistic"):
+        res = zero_shot.evaluate_zero_shot(s_codes, s_lab, p_codes, p_lab, [0, 2], gzsl=gzsl, metrics=("map", "p@5"),
+                                           distance="hamming", ties=ties, no_relevant="zero")
+        assert all(r.ties == ties and r.distance == "hamming" and r.no_relevant == "zero" for r in res.values())
+        values[ties] = res["sketch2sketch"]["p@5"], res["sketch2photo"]["map"]
+    for i in range(2):  # 6-bit codes tie everywhere: the three policies bracket each other strictly
+        assert values["pessimistic"][i] < values["expected"][i] < values["optimistic"][i]
+
+
 def test_sketchy_21_adds_its_map_at_200_convention():
     assert zero_shot.metrics_for("random:3:0") == ("map", "p@100")
     assert zero_shot.metrics_for("sketchy_21") == ("map", "p@100", "map@200:yelamarthi", "p@200")
@@ -199,6 +216,9 @@ def test_no_unseen_sample_reaches_training_selection_or_itq(tmp_path, monkeypatc
         assert len(seen_read) == len(seen_train)
         assert len(pixels) - len(seen_read) == 2 * 2 * 10  # ZSL: 2 unseen classes x (10 photos + 10 sketches)
     assert report["protocol"]["binary"]["bits"] == 8
+    binary = report["results"]["sketch2photo (8-bit ITQ, Hamming)"]
+    assert binary["distance"] == "hamming" and binary["ties"] == report["protocol"]["ties"] == "expected"
+    assert "ties: expected" in report["protocol"]["binary"]["ranking"]
 
 
 def _cli(*args: str, ok: bool = True):

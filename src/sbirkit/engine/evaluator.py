@@ -84,10 +84,12 @@ class Evaluator:
 
 def scoring_options(ev: Any, metrics: Sequence[str] | None = None) -> dict[str, Any]:
     """The scoring arguments an ``eval`` section sets (``ties``, ``no_relevant``), plus ``metrics``
-    when given (a protocol preset's, :mod:`sbirkit.eval.presets`)."""
+    when given (``eval.metrics``, or a protocol preset's: :mod:`sbirkit.eval.presets`); those are
+    then all that is reported (no Acc@K added to the cross-modal directions)."""
     out: dict[str, Any] = {"ties": getattr(ev, "ties", "expected"), "no_relevant": getattr(ev, "no_relevant", "exclude")}
     if metrics is not None:
-        out["metrics"] = list(metrics)
+        out["metrics"] = [m for m in metrics if not m.startswith("acc@")]
+        out["fine_grained_metrics"] = [m for m in metrics if m.startswith("acc@")]
     return out
 
 
