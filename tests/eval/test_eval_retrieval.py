@@ -309,12 +309,19 @@ def test_bad_inputs_raise_one_line_errors():
 def test_cuda_equals_cpu():
     case = make_case(13, 50, 80, "cosine", same_set=False)
     q_emb, g_emb, q_lab, g_lab, q_inst, g_inst = case
-    kwargs = {"query_instances": q_inst, "gallery_instances": g_inst, "metrics": METRICS,
-              "block_size": 16}
-    cpu = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, **kwargs)
-    gpu = evaluate_retrieval(torch.from_numpy(q_emb).cuda(), torch.from_numpy(g_emb).cuda(),
-                             q_lab, g_lab, **kwargs)
-    assert gpu.metrics == pytest.approx(cpu.metrics, abs=1e-6)
+    for ties in ("pessimistic", "expected", "optimistic"):
+        kwargs = {"query_instances": q_inst, "gallery_instances": g_inst, "metrics": METRICS,
+                  "block_size": 16, "ties": ties}
+        cpu = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, **kwargs)
+        gpu = evaluate_retrieval(torch.from_numpy(q_emb).cuda(), torch.from_numpy(g_emb).cuda(),
+                                 q_lab, g_lab, **kwargs)
+        assert gpu.metrics == pytest.approx(cpu.metrics, abs=1e-6), ties
+    codes_q = np.packbits(q_emb > 0, axis=1)
+    codes_g = np.packbits(g_emb > 0, axis=1)
+    cpu = evaluate_retrieval(codes_q, codes_g, q_lab, g_lab, metrics=METRICS[:-2], distance="hamming")
+    gpu = evaluate_retrieval(codes_q, codes_g, q_lab, g_lab, metrics=METRICS[:-2], distance="hamming",
+                             device="cuda")
+    assert gpu.metrics == pytest.approx(cpu.metrics, abs=1e-9)
 
 
 def test_a_query_with_no_relevant_item_is_excluded_from_map_but_scores_zero_in_p_at_k():

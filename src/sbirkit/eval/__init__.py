@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .hamming import pairwise_hamming
 from .metrics import (
     MAP_AT_K_CONVENTIONS,
     MAP_CONVENTIONS,
@@ -18,7 +19,6 @@ from .metrics import (
     true_match,
     true_match_rank,
 )
-from .hamming import pairwise_hamming
 from .presets import PRESETS, Preset
 from .ranking import RankedRelevant, rank_relevant
 from .report import format_table

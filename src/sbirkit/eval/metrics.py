@@ -101,8 +101,9 @@ def average_precision(ranked: RankedRelevant, *, interpolation: Interpolation = 
     ``"none"``: sum of P@rank over the relevant items / #relevant, under the tie policy;
     ``"voc"``: the same with P replaced by the best precision at that rank or any later one
     (PASCAL VOC 2010+; SAKE's mAP@all), under ``expected`` estimated from ``samples`` random tie
-    orders per query (query i's seeded with ``(seed, first_query + i)``; :mod:`sbirkit.eval.ties`); ``"sklearn"``: tied distances form one threshold
-    (sklearn's average_precision_score), whatever ``ties`` says. NaN for a query with no relevant
+    orders per query (query i's seeded with ``(seed, first_query + i)``; :mod:`sbirkit.eval.ties`);
+    ``"sklearn"``: tied distances form one threshold (sklearn's average_precision_score), whatever
+    ``ties`` says. NaN for a query with no relevant
     item. ``return_variance`` also returns the variance of each value's estimate (0 where exact).
     """
     if interpolation not in MAP_CONVENTIONS:
