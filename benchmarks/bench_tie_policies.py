@@ -98,7 +98,7 @@ def measure(run: str, root: str, split: str, train_split: str, bits: list[int], 
     from sbirkit.eval.itq import fit_itq
 
     sq, sl, si, pq, pl, pi = embed(run, root, split)
-    fine = any(i is not None for i in si) and any(i is not None for i in pi)
+    fine = bool({i for i in si if i is not None} & {i for i in pi if i is not None})  # sketches pair with photos
     tq, _, _, tp, _, _ = embed(run, root, train_split)
     codes = {"float": (sq, pq, distance)}
     for b in bits:
@@ -129,7 +129,7 @@ def format_markdown(name: str, result: dict) -> str:
                 for ties in POLICIES:
                     value = entry[group][ties]["metrics"][metric]
                     se = entry[group][ties]["stderr"].get(metric)
-                    cells.append(f"{value:.4f}" + (f" ± {se:.4f}" if se else ""))
+                    cells.append(f"{value:.4f}" + (f" ± {se:.4f}" if se and se >= 5e-5 else f" ± {se:.0e}" if se else ""))
                 shown = f"instance {metric}" if group == "instance" else metric
                 lines.append(f"| {label} | {shown} | " + " | ".join(cells) + " |")
                 label = ""

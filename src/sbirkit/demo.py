@@ -170,10 +170,10 @@ def _write_report(out: Path, config: dict, numbers: dict, table: str, pixel, pic
         f"| pixel baseline (training-free) | {pixel['map']:.3f} | {pixel['acc@1']:.3f} |",
         f"| trained | {s2p['map']:.3f} | {s2p['acc@1']:.3f} |",
         "",
-        "mAP@all is non-interpolated average precision over the full ranking (ties grouped as one "
-        "threshold, as scikit-learn does); P@K is the fraction of relevant items in the top K; "
-        "Acc@K counts a sketch as found when its own photo ranks within K (ties count against it). "
-        "Same-modality directions leave the query out of its own ranking.",
+        "mAP@all is non-interpolated average precision over the full ranking; P@K is the fraction of "
+        "relevant items in the top K; Acc@K counts a sketch as found when its own photo ranks within K. "
+        "Items at equal distance count at their expected rank over random orders inside the tie "
+        "(docs/metrics.md). Same-modality directions leave the query out of its own ranking.",
         "",
         "## Pictures",
         "",
