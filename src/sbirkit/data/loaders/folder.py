@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..classnames import normalize_class_name
 from ..dataset import SBIRDataset, SkippedFile
 from ..records import DataError, Modality, Sample

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..dataset import SBIRDataset
 from ..records import DataError, Modality, Sample
 

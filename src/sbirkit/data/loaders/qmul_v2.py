@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..records import DataError, Modality
 from .folder import FolderCollector, FolderDataset, check_root, file_kind, subfolders
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..classnames import normalize_class_name
 from ..dataset import SBIRDataset, SkippedFile
 from ..records import DataError, Modality, Sample

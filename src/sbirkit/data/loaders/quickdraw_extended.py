@@ -10,7 +10,7 @@ The published zero-shot split is the ``quickdraw_30`` manifest. There is no inst
 
 from __future__ import annotations
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..records import DataError, Modality
 from .folder import FolderCollector, FolderDataset, check_root, first_existing
 

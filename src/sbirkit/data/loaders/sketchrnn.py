@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..dataset import SBIRDataset, SkippedFile
 from ..npz import npz_keys, read_npz
 from ..records import DataError, Modality, Sample

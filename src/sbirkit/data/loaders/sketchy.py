@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..records import DataError, Modality
 from .folder import (
     FolderCollector,

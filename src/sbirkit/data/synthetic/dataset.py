@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .. import register_dataset
+from ..registry import register_dataset
 from ..dataset import SBIRDataset
 from ..records import DataError, Modality, Sample
 from ..strokes import Strokes, rasterize
