@@ -33,6 +33,7 @@ from torch import nn
 from ..data import SBIRDataset
 from ..data.records import DataError, Sample
 from ..data.samplers import PairDataset
+from ..fileio import atomic_write_many
 from ..models.encoders import Encoder
 
 
@@ -206,11 +207,9 @@ class FeatureStore:
     def _write(self, folder: Path, keys: list[str], array: np.ndarray, dataset: SBIRDataset, modality: str,
                branch: Encoder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".features.{os.getpid()}.npy"
-        np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
-        (folder / ".keys.tmp").write_text(json.dumps(keys))
-        os.replace(tmp, folder / "features.npy")
-        os.replace(folder / ".keys.tmp", folder / "keys.json")
+        rows = np.ascontiguousarray(array, dtype=np.float32)
+        atomic_write_many({folder / "features.npy": lambda f: np.save(f, rows, allow_pickle=False),
+                           folder / "keys.json": json.dumps(keys).encode()})
         meta = {"data": self.data, "image_size": dataset.image_size, "modality": modality,
                 **branch_identity(branch, self.stage),
                 "rows": len(keys)}

@@ -218,11 +218,10 @@ class StateHolder:
             if announce and self.config.reload_signal:
                 import uuid
 
-                path = Path(self.config.reload_signal)
-                tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
+                from ..fileio import atomic_write
+
                 signal = uuid.uuid4().hex
-                tmp.write_text(signal, encoding="utf-8")
-                os.replace(tmp, path)
+                atomic_write(self.config.reload_signal, signal.encode("utf-8"))
             self._signal_seen = signal
             return fresh
 
