@@ -18,8 +18,8 @@ How the index is chosen (:func:`candidates`, in this order; the first that fits 
    down to 4; with ``OPQ{m}`` (a learned rotation, FAISS ``OPQMatrix``) in front once each
    sub-quantizer covers 4 dimensions or more, where it helps most.
 
-``nlist`` is the power of two nearest to ``sqrt(N)`` (at most one list per 39 training
-vectors). FAISS's guide suggests 4 to 16·sqrt(N) for the fastest search; sqrt(N) keeps k-means
+``nlist`` (:func:`~.faiss_ops.default_nlist`) is the power of two nearest to ``sqrt(N)`` (at
+most one list per 39 training vectors). FAISS's guide suggests 4 to 16·sqrt(N) for the fastest search; sqrt(N) keeps k-means
 training and the assignment of every vector (both cost in proportion to ``nlist``) within
 minutes on a small machine, and the ``nprobe`` tuning below pays for it at search time.
 
@@ -57,7 +57,9 @@ import faiss
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .gallery import _METRICS, GalleryIndex, _fit_nlist, _short, check_factory
+from .faiss_ops import METRICS, as_matrix, check_factory, default_nlist, fit_nlist, short_error
+from .gallery import GalleryIndex
+from .items import check_items
 
 #: fewer vectors than this: exact search (``Flat``) when it fits
 FLAT_MAX_ROWS = 20_000
@@ -116,15 +118,6 @@ class Candidate:
     estimated_bytes: int
     fits: bool = False
     note: str | None = None
-
-
-def default_nlist(n: int, n_train: int | None = None) -> int:
-    """The power of two nearest ``sqrt(n)``, at most one list per 39 training vectors."""
-    n_train = n if n_train is None else n_train
-    nlist = 2 ** max(0, round(math.log2(max(1.0, math.sqrt(n)))))
-    while nlist > 1 and nlist * 39 > n_train:
-        nlist //= 2
-    return max(1, nlist)
 
 
 def default_train_size(n: int, factory: str) -> int:
@@ -228,10 +221,8 @@ class ArraySource:
 
     def __init__(self, embeddings: np.ndarray, items: Sequence[dict], model_info: dict | None = None,
                  what: str = "gallery embeddings"):
-        from .gallery import _as_matrix, _check_items
-
-        self.x = _as_matrix(embeddings, what)
-        self._items = _check_items(items, len(self.x), "gallery")
+        self.x = as_matrix(embeddings, what)
+        self._items = check_items(items, len(self.x), "gallery")
         self.model_info = dict(model_info or {})
         self.dim = int(self.x.shape[1])
         self.skipped = 0
@@ -410,8 +401,8 @@ def build_index(
     from tqdm.auto import tqdm
 
     say = echo or (lambda s: None)
-    if metric not in _METRICS:
-        raise UsageError(f"metric: expected one of {sorted(_METRICS)}, got {metric!r}")
+    if metric not in METRICS:
+        raise UsageError(f"metric: expected one of {sorted(METRICS)}, got {metric!r}")
     if factory is not None and max_memory is not None:
         raise UsageError("--factory, --max-memory: expected one of them (--max-memory chooses the factory)")
     target_recall = check_target_recall(target_recall)
@@ -437,8 +428,8 @@ def build_index(
     requested = factory
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the change is recorded in factory_note below
-        factory, note = _fit_nlist(factory, n_train)
-    index = faiss.index_factory(d, factory, _METRICS[metric])
+        factory, note = fit_nlist(factory, n_train)
+    index = faiss.index_factory(d, factory, METRICS[metric])
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.cp.seed = int(seed)
@@ -458,7 +449,7 @@ def build_index(
             index.train(sample)
         except RuntimeError as exc:
             raise DataError(f"gallery embeddings: training {factory!r} on {len(sample)} vectors failed: "
-                            f"{_short(exc)}") from None
+                            f"{short_error(exc)}") from None
         del sample
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
