@@ -664,14 +664,6 @@ def _index_from_embeddings(path: Path, run: Optional[Path], out: Path, factory, 
         typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
-
-
 @index_app.command("info")
 def index_info(
     index_dir: Path = typer.Argument(..., help="Index folder from 'sbirkit index build'."),
@@ -684,6 +676,7 @@ def index_info(
     import json
 
     from .index import GalleryIndex
+    from .index.sizes import format_bytes as _size
 
     meta = GalleryIndex.read_meta(index_dir)
     if verify:

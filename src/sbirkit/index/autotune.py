@@ -60,6 +60,7 @@ from ..errors import DataError, UsageError
 from .faiss_ops import METRICS, as_matrix, check_factory, default_nlist, fit_nlist, short_error
 from .gallery import GalleryIndex
 from .items import check_items
+from .sizes import format_bytes, parse_memory  # noqa: F401  (parse_memory: used by the CLI from here)
 
 #: fewer vectors than this: exact search (``Flat``) when it fits
 FLAT_MAX_ROWS = 20_000
@@ -72,34 +73,6 @@ MIN_PQ_TRAIN = 65_536
 #: default number of gallery vectors drawn as queries to tune and measure recall (half each)
 DEFAULT_QUERIES = 1000
 _ADD_ROWS = 65536
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
-_MEMORY = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*")
-
-
-def parse_memory(text: str | int, flag: str = "--max-memory") -> int:
-    """Bytes in ``"4GB"`` (10^9), ``"4GiB"``/``"4G"`` (2^30), ``"512MB"``, ``"2000000"`` (bytes)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        m = _MEMORY.fullmatch(str(text))
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _UNITS:
-            raise UsageError(f"{flag}: expected a size such as 4GB, 4GiB, 512MB or 2000000 (bytes), got {text!r}")
-        value = int(float(m.group(1)) * _UNITS[unit])
-    if value < 1:
-        raise UsageError(f"{flag}: expected a positive size, got {text!r}")
-    return value
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def check_target_recall(value: float | None, flag: str = "--target-recall") -> float | None:
     if value is None:
         return None
