@@ -87,14 +87,14 @@ class _ViewImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from ..data.augment import item_rng, load_augmented
-        from ..data.dataset import _pil_to_tensor
+        from ..data.dataset import pil_to_tensor
 
         sample, view = self.rows[i]
         if view == 0 or self.augment is None:
-            return _pil_to_tensor(self.dataset.load_image(sample))
+            return pil_to_tensor(self.dataset.load_image(sample))
         flip = bool(view % 2) if self.augment.flip_probability() > 0 else None
         rng = item_rng(zlib.crc32(sample.key.encode()), view, 0xCA)
-        return _pil_to_tensor(load_augmented(self.dataset, sample, self.augment, rng, flip=flip))
+        return pil_to_tensor(load_augmented(self.dataset, sample, self.augment, rng, flip=flip))
 
 
 @torch.no_grad()
