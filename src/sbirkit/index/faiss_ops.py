@@ -183,3 +183,45 @@ def renumber_ivf(ivf: faiss.IndexIVF, keep: np.ndarray) -> None:
             raise DataError("remove: an IVF list still holds a removed row")
         fresh = np.ascontiguousarray(new_id[ids])
         invlists.update_entries(list_no, 0, n, faiss.swig_ptr(fresh), faiss.swig_ptr(codes))
+
+
+def search_widening(index: faiss.Index, q: np.ndarray, k: int, rows: RowFilter, nprobe: int | None):
+    """Filtered top-``k`` for indexes whose search takes no selector: search 4k, 16k ... rows
+    deep until ``k`` allowed rows are found (or the whole index was searched)."""
+    allowed = rows.allowed()
+    params = search_params(index, nprobe, None)
+    depth = min(index.ntotal, 4 * k)
+    while True:
+        scores, indices = index.search(q, depth, params=params)
+        ok = (indices >= 0) & allowed[np.clip(indices, 0, None)]
+        if depth >= index.ntotal or (ok.sum(axis=1) >= k).all():
+            break
+        depth = min(index.ntotal, depth * 4)
+    out_s = np.full((len(q), k), np.nan, dtype=np.float32)
+    out_i = np.full((len(q), k), -1, dtype=np.int64)
+    for r in range(len(q)):
+        cols = np.flatnonzero(ok[r])[:k]
+        out_s[r, : len(cols)] = scores[r, cols]
+        out_i[r, : len(cols)] = indices[r, cols]
+    return out_s, out_i
+
+
+def search_params(index: faiss.Index, nprobe: int | None, rows: RowFilter | None):
+    """FAISS search parameters for an ``nprobe`` override and a row filter (None: defaults)."""
+    if nprobe is None and rows is None:
+        return None
+    sel = rows.selector if rows is not None else None
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params = faiss.SearchParametersIVF(nprobe=int(nprobe if nprobe is not None else ivf.nprobe))
+        if sel is not None:
+            params.sel = sel
+    else:
+        inner = index.index if isinstance(index, faiss.IndexPreTransform) else index
+        hnsw = getattr(faiss.downcast_index(inner), "hnsw", None)
+        params = faiss.SearchParametersHNSW(efSearch=int(hnsw.efSearch)) if hnsw is not None \
+            else faiss.SearchParameters()
+        params.sel = sel
+    if isinstance(index, faiss.IndexPreTransform):
+        params = faiss.SearchParametersPreTransform(index_params=params)
+    return params

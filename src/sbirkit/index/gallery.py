@@ -12,7 +12,6 @@ The rooms around it: :mod:`.store` (the versioned folder: pointer, writer lock, 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import warnings
@@ -35,11 +34,14 @@ from .faiss_ops import (  # noqa: F401  (RowFilter, suggested_ivf_factory: part 
     check_factory,
     fit_nlist,
     remove_rows,
+    search_params,
+    search_widening,
     short_error,
     suggested_ivf_factory,
 )
 from .items import JsonlItems, check_items, item_key, parse_items
 from .ondisk import read_index_mapped
+from .run_model import ModelMismatchError, check_model, model_label  # noqa: F401  (ModelMismatchError: API)
 from .store import (
     FILES,
     FORMAT,
@@ -56,10 +58,6 @@ from .store import (
 )
 
 _ADD_CHUNK = 65536
-
-
-class ModelMismatchError(DataError):
-    """The index was built with a different model than the one embedding the queries."""
 
 
 @dataclass
@@ -101,17 +99,6 @@ def _warn_if_not_normalised(x: np.ndarray, metric: str, what: str) -> None:
                 "inner-product scores are then not cosine similarities",
                 stacklevel=3,
             )
-
-
-def _model_label(info: dict | str | None) -> str:
-    if isinstance(info, str):
-        return info
-    if not info:
-        return "<unknown model>"
-    for key in ("fingerprint", "run", "backbone"):
-        if info.get(key):
-            return str(info[key])
-    return json.dumps(info, sort_keys=True, default=str)
 
 
 class GalleryIndex:
@@ -343,7 +330,7 @@ class GalleryIndex:
         if q.shape[1] != self.dim:
             raise DataError(
                 f"query embeddings: dim: query dim {q.shape[1]} differs from index dim {self.dim} "
-                f"(index built with model {_model_label(self.model_info)})"
+                f"(index built with model {model_label(self.model_info)})"
             )
         if k < 1:
             raise UsageError(f"k: expected a positive integer, got {k}")
@@ -367,55 +354,15 @@ class GalleryIndex:
             if k == 0:
                 empty = np.zeros((len(q), 0))
                 return SearchResult(empty.astype(np.float32), empty.astype(np.int64), self.items, self.metric)
-        params = self._search_params(nprobe, rows)
+        params = search_params(self._index, nprobe, rows)
         try:
             scores, indices = self._index.search(q, k, params=params)
         except RuntimeError:
             if rows is None:
                 raise
             # an index type that takes no search parameters (IndexPQ, LSH ...): widen and filter
-            scores, indices = self._search_widening(q, k, rows, nprobe)
+            scores, indices = search_widening(self._index, q, k, rows, nprobe)
         return SearchResult(scores, indices.astype(np.int64, copy=False), self.items, self.metric)
-
-    def _search_widening(self, q: np.ndarray, k: int, rows: RowFilter, nprobe: int | None):
-        """Filtered top-``k`` for indexes whose search takes no selector: search 4k, 16k ... rows
-        deep until ``k`` allowed rows are found (or the whole index was searched)."""
-        allowed = rows.allowed()
-        params = self._search_params(nprobe, None)
-        depth = min(len(self), 4 * k)
-        while True:
-            scores, indices = self._index.search(q, depth, params=params)
-            ok = (indices >= 0) & allowed[np.clip(indices, 0, None)]
-            if depth >= len(self) or (ok.sum(axis=1) >= k).all():
-                break
-            depth = min(len(self), depth * 4)
-        out_s = np.full((len(q), k), np.nan, dtype=np.float32)
-        out_i = np.full((len(q), k), -1, dtype=np.int64)
-        for r in range(len(q)):
-            cols = np.flatnonzero(ok[r])[:k]
-            out_s[r, : len(cols)] = scores[r, cols]
-            out_i[r, : len(cols)] = indices[r, cols]
-        return out_s, out_i
-
-    def _search_params(self, nprobe: int | None, rows: RowFilter | None):
-        """FAISS search parameters for an ``nprobe`` override and a row filter (None: defaults)."""
-        if nprobe is None and rows is None:
-            return None
-        sel = rows.selector if rows is not None else None
-        ivf = faiss.try_extract_index_ivf(self._index)
-        if ivf is not None:
-            params = faiss.SearchParametersIVF(nprobe=int(nprobe if nprobe is not None else ivf.nprobe))
-            if sel is not None:
-                params.sel = sel
-        else:
-            inner = self._index.index if isinstance(self._index, faiss.IndexPreTransform) else self._index
-            hnsw = getattr(faiss.downcast_index(inner), "hnsw", None)
-            params = faiss.SearchParametersHNSW(efSearch=int(hnsw.efSearch)) if hnsw is not None \
-                else faiss.SearchParameters()
-            params.sel = sel
-        if isinstance(self._index, faiss.IndexPreTransform):
-            params = faiss.SearchParametersPreTransform(index_params=params)
-        return params
 
     # ---- persistence ---------------------------------------------------------------------------
     def meta(self) -> dict:
@@ -620,32 +567,5 @@ class GalleryIndex:
     def __repr__(self) -> str:
         return (
             f"GalleryIndex(factory={self.factory!r}, metric={self.metric!r}, n={len(self)}, dim={self.dim}, "
-            f"model={_model_label(self.model_info)!r})"
+            f"model={model_label(self.model_info)!r})"
         )
-
-
-def check_model(index_model: dict, expect: dict | str, where: str = "index") -> None:
-    """Raise :class:`ModelMismatchError` unless ``expect`` is the model the index was built with.
-
-    Fingerprints decide when both sides have one; otherwise ``embed_dim`` and ``backbone`` must agree.
-    """
-    exp = {"fingerprint": expect} if isinstance(expect, str) else dict(expect)
-    have = index_model or {}
-    if exp.get("fingerprint") is not None:
-        if have.get("fingerprint") is None:
-            raise ModelMismatchError(
-                f"{where}: model_info.fingerprint: index built with model {_model_label(have)} "
-                f"(no fingerprint), query model {_model_label(exp)}"
-            )
-        if str(have["fingerprint"]) != str(exp["fingerprint"]):
-            raise ModelMismatchError(
-                f"{where}: model_info.fingerprint: index built with model {have['fingerprint']}, "
-                f"query model {exp['fingerprint']}"
-            )
-        return
-    for key in ("embed_dim", "backbone"):
-        if key in exp and key in have and str(exp[key]) != str(have[key]):
-            raise ModelMismatchError(
-                f"{where}: model_info.{key}: index built with model {_model_label(have)} ({key}={have[key]}), "
-                f"query model {_model_label(exp)} ({key}={exp[key]})"
-            )
