@@ -23,3 +23,18 @@ def test_no_other_byte_formatter_in_src():
     offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                  if p.name != "sizes.py" and re.search(r'\(\s*"B",\s*"(kB|KiB)"', p.read_text())]
     assert offenders == []
+
+
+def test_one_rule_for_the_number_of_ivf_lists():
+    # suggested_ivf_factory and the memory-budget chooser agree (they used 4*sqrt(n) and sqrt(n))
+    from sbirkit.index import suggested_ivf_factory
+    from sbirkit.index.autotune import candidates
+    from sbirkit.index.faiss_ops import default_nlist
+
+    for n in (8_000, 100_000, 1_000_000, 10_000_000):
+        nlist = default_nlist(n)
+        assert suggested_ivf_factory(n) == f"IVF{nlist},Flat"
+        ivf = [c.factory for c in candidates(n, 64) if "IVF" in c.factory]  # IVF-Flat from 20k rows, IVF-PQ below
+        assert ivf and all(f"IVF{nlist}," in f for f in ivf), ivf
+    assert [default_nlist(n) for n in (8_000, 100_000, 1_000_000, 10_000_000)] == [64, 256, 1024, 4096]
+    assert default_nlist(1000) == 16  # sqrt(1000) ~ 32 lists would hold fewer than 39 vectors each
