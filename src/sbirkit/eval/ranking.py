@@ -180,35 +180,53 @@ def _sort_and_search(lo: int, hi: int, rows: np.ndarray, relevant: np.ndarray,
                      at_or_below: np.ndarray, relevant_at_or_below: np.ndarray,
                      below: np.ndarray | None, relevant_below: np.ndarray | None) -> None:
     rows[lo:hi].sort(axis=1)
-    values = relevant[lo:hi]
-    values.sort(axis=1)
+    relevant[lo:hi].sort(axis=1)
+    width = relevant.shape[1]
+    counts = np.arange(width + 1)
+    tied_rows = []  # rows where two relevant distances are equal (rare with float embeddings)
     for i in range(lo, hi):
-        at = np.searchsorted(rows[i], relevant[i], side="right")
-        real = np.searchsorted(relevant[i], np.inf)
+        row, values = rows[i], relevant[i]
+        at = at_or_below[i]
+        np.copyto(at, np.searchsorted(row, values, side="right"))
+        real = int(np.searchsorted(values, np.inf))
+        # Relevant items at or below / strictly below the j-th: j + 1 / j unless relevant
+        # distances tie (fixed below); padding (+inf) counts every relevant item / the real ones.
+        relevant_at_or_below[i, :real] = counts[1:real + 1]
+        relevant_at_or_below[i, real:] = width
+        if relevant_below is not None:
+            relevant_below[i, :real] = counts[:real]
+            relevant_below[i, real:] = real
+        if real > 1 and bool(np.any(values[1:real] == values[:real - 1])):
+            tied_rows.append(i)
         if below is not None:
             # An item starts its tie group unless the item before it is equal (a cheap gather);
             # only the tied ones need the second binary search.
-            start = at - 1
-            tied = np.flatnonzero(rows[i][np.maximum(at[:real] - 2, 0)] == relevant[i, :real])
+            start = below[i]
+            np.subtract(at, 1, out=start)
+            tied = np.flatnonzero(row.take(at[:real] - 2, mode="clip") == values[:real])
             tied = tied[at[tied] >= 2]
             if tied.size:
-                start[tied] = np.searchsorted(rows[i], relevant[i, tied], side="left")
+                start[tied] = np.searchsorted(row, values[tied], side="left")
             start[real:] = _PAST_END
-            below[i] = start
         at[real:] = _PAST_END  # padding
-        at_or_below[i] = at
-    # Relevant items at or below each one: 1 + the index of the last item equal to it.
+    if tied_rows:
+        _tied_relevant_counts(relevant[tied_rows], tied_rows, relevant_at_or_below, relevant_below)
+
+
+def _tied_relevant_counts(values: np.ndarray, rows: list[int], relevant_at_or_below: np.ndarray,
+                          relevant_below: np.ndarray | None) -> None:
+    """Relevant items at or below each one (1 + the index of the last item equal to it) and
+    strictly below it (the index of the first equal one), for rows whose relevant distances tie."""
     width = values.shape[1]
-    if width:
-        last = np.ones(values.shape, dtype=bool)
-        np.not_equal(values[:, 1:], values[:, :-1], out=last[:, :-1])
-        marks = np.where(last, np.arange(1, width + 1), width)
-        np.minimum.accumulate(marks[:, ::-1], axis=1, out=relevant_at_or_below[lo:hi, ::-1])
-        if relevant_below is not None:  # strictly below: the index of the first item equal to it
-            first = np.ones(values.shape, dtype=bool)
-            np.not_equal(values[:, 1:], values[:, :-1], out=first[:, 1:])
-            marks = np.where(first, np.arange(width), 0)
-            np.maximum.accumulate(marks, axis=1, out=relevant_below[lo:hi])
+    last = np.ones(values.shape, dtype=bool)
+    np.not_equal(values[:, 1:], values[:, :-1], out=last[:, :-1])
+    marks = np.where(last, np.arange(1, width + 1), width)
+    relevant_at_or_below[rows] = np.minimum.accumulate(marks[:, ::-1], axis=1)[:, ::-1]
+    if relevant_below is not None:
+        first = np.ones(values.shape, dtype=bool)
+        np.not_equal(values[:, 1:], values[:, :-1], out=first[:, 1:])
+        marks = np.where(first, np.arange(width), 0)
+        relevant_below[rows] = np.maximum.accumulate(marks, axis=1)
 
 
 def _over_rows(work, num_rows: int, size: int, arrays: tuple) -> None:

@@ -105,19 +105,22 @@ def precision_terms(ranked: RankedRelevant, k: int | None, ties: str) -> tuple[T
     else:
         count = torch.searchsorted(below, _per_query(k, below)).squeeze(1)  # groups starting in the top k
     width = int(count.max()) if count.numel() else 0
-    after, relevant_after = after[:, :width], relevant_after[:, :width]
-    below, relevant_below = below[:, :width], relevant_below[:, :width]
-    j = torch.arange(width, device=after.device)
-    inside = j[None, :] < count[:, None]
+    after, below = after[:, :width], below[:, :width]
+    # An item alone in its group (no tie) has exactly j relevant items before it, so its P@rank is
+    # (j + 1) / at_or_below, as without tie handling: one division for the whole block, then the
+    # few tied items are overwritten. Columns at or past ``count`` are never summed.
+    hits = torch.arange(1, width + 1, device=after.device, dtype=torch.float64)
+    terms = hits[None, :] / after
     size = after - below
-    single = inside & (size == 1)  # no tie: P@rank exactly as without tie handling
-    terms = torch.where(single, relevant_after.to(torch.float64) / after.clamp(min=1).to(torch.float64), 0.0)
-    tied = (inside & (size > 1)).nonzero(as_tuple=True)
+    tied = (size > 1).nonzero(as_tuple=True)  # padding has size 0
+    if k is not None and tied[0].numel():
+        keep = tied[1] < count[tied[0]]
+        tied = (tied[0][keep], tied[1][keep])
     if tied[0].numel():
         n = size[tied].to(torch.float64)
         start = below[tied].to(torch.float64)
-        r = (relevant_after - relevant_below)[tied].to(torch.float64)
-        before = relevant_below[tied].to(torch.float64)
+        r = (relevant_after[:, :width][tied] - relevant_below[:, :width][tied]).to(torch.float64)
+        before = relevant_below[:, :width][tied].to(torch.float64)
         slots = n if k is None else torch.clamp(k - start, max=n)
         s0 = torch.special.digamma(start + slots + 1) - torch.special.digamma(start + 1)
         s1 = slots - (start + 1) * s0
