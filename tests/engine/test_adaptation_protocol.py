@@ -119,6 +119,38 @@ def test_acc_at_k_macro_and_micro_match_a_hand_computation(two_sketches_each):
     assert out.protocol["support_disjoint_from_queries"] is True
 
 
+class _SamePoint(torch.nn.Module):
+    """Embeds every image at one point: every gallery photo ties with the true one."""
+
+    embed_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.ones(4))
+
+    def encode_sketch(self, x):
+        return self.anchor.expand(x.shape[0], 4)
+
+    encode_photo = encode_sketch
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "expected", "optimistic"])
+def test_acc_at_k_follows_the_tie_policy(two_sketches_each, ties):
+    """All photos tied: the true photo (one of n) is first with probability 1/n under ``expected``,
+    never under ``pessimistic``, always under ``optimistic``; the record names the policy."""
+    ds = two_sketches_each
+    encoder = _SamePoint()
+    protocol = AdaptationProtocol({"name": "synthetic"}, seed=0, adapt=lambda batch: encoder, k=1,
+                                  group_by="class", groups=["house"], draws=2)
+    out = protocol.evaluate(Evaluator(encoder, ds, batch_size=64), "test", ["sketch2photo"], EvalOptions(ties=ties))
+    n = len([p for p in ds.photos("test") if p.class_name == "house"])
+    assert n > 2
+    row = out.results["sketch2photo"]
+    assert row.metrics["acc@1"] == pytest.approx({"pessimistic": 0.0, "expected": 1 / n, "optimistic": 1.0}[ties])
+    assert row.metrics["acc@1:sd"] == pytest.approx(0.0)  # every draw: the same ties
+    assert row.ties == ties and row.tie_policy.startswith(ties) and out.protocol["ties"] == ties
+
+
 def test_summarise_by_hand():
     protocol = AdaptationProtocol({}, adapt=lambda b: None, k=1, draws=2)
     nan = float("nan")

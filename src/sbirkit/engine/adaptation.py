@@ -16,8 +16,9 @@ scored on that category's or user's other sketches. docs/adaptive_fg.md states t
   split (user level); the support photos stay in it;
 * the method's ``adapt(support) -> encoder`` adapts; queries and gallery are embedded with the
   adapted encoder through :meth:`~sbirkit.engine.evaluator.Evaluator.embed`, and Acc@1/5/10 is
-  scored with the engine's convention (rank = gallery photos at distance <= the true photo's,
-  ties count against the query; :func:`sbirkit.eval.evaluate_retrieval`);
+  scored by :func:`sbirkit.eval.evaluate_retrieval` under the run's tie policy (``eval.ties``,
+  default ``expected``: the probability that the true photo is within K when photos at its exact
+  distance are ordered at random; ``pessimistic`` counts them all before it);
 * reported: the mean over groups of each group's mean over its queries, averaged over the
   ``draws`` (>= 5 for reporting) with the standard deviation over draws as the spread
   (``acc@K:sd``); and a second row, the micro average over all queries of a draw.
@@ -46,7 +47,7 @@ import torch
 
 from ..data.records import Sample
 from ..errors import ConfigError, DataError, UsageError
-from ..eval import RetrievalResult, evaluate_retrieval
+from ..eval import DEFAULT_TIES, TIE_POLICIES, RetrievalResult, evaluate_retrieval
 from .evaluator import Evaluator
 from .options import EvalOptions
 from .protocols import FINE_GRAINED_METRICS, Evaluation, Protocol
@@ -239,7 +240,8 @@ class AdaptationProtocol(Protocol):
         return [f"sketch2photo/{m}" for m in FINE_GRAINED_METRICS]
 
     # ---- scoring --------------------------------------------------------------------------------
-    def run_tasks(self, evaluator: Evaluator, split: str, distance: str = "cosine") -> dict[str, Any]:
+    def run_tasks(self, evaluator: Evaluator, split: str, distance: str = "cosine",
+                  ties: str = DEFAULT_TIES) -> dict[str, Any]:
         """Adapt and score every task: per task its group, draw, per-query values and timings."""
         dataset = evaluator.dataset
         tasks, skipped = draw_tasks(dataset, split, self.group_by, self.k, self.draws, groups=self.groups,
@@ -257,7 +259,8 @@ class AdaptationProtocol(Protocol):
             q_emb, q_lab, q_inst = evaluator.embed([s for s, _ in task.queries], encoder=adapted)
             g_emb, g_lab, g_inst = evaluator.embed(task.gallery, encoder=adapted)
             result = evaluate_retrieval(q_emb, g_emb, q_lab, g_lab, query_instances=q_inst, gallery_instances=g_inst,
-                                        metrics=list(FINE_GRAINED_METRICS), distance=distance, return_per_query=True)
+                                        metrics=list(FINE_GRAINED_METRICS), distance=distance, ties=ties,
+                                        return_per_query=True)
             scored.append({"group": task.group, "draw": task.draw, "queries": len(task.queries),
                            "gallery": len(task.gallery), "adapt_seconds": adapt_seconds,
                            "record": dict(getattr(adapted, "record", {}) or {}),
@@ -288,7 +291,7 @@ class AdaptationProtocol(Protocol):
 
     def validate(self, evaluator: Evaluator, split: str, ev: EvalOptions) -> dict[str, float]:
         """Mean over validation groups and draws of Acc@1/5/10 (empty when no group has k + 1 pairs)."""
-        out = self.run_tasks(evaluator, split, ev.distance)
+        out = self.run_tasks(evaluator, split, ev.distance, ev.ties)
         if not out["tasks"]:
             return {}
         summary = self.summarise(out["tasks"])
@@ -298,7 +301,7 @@ class AdaptationProtocol(Protocol):
                  gzsl: bool = False, per_query: bool = False) -> Evaluation:
         if gzsl:
             raise ConfigError("gzsl: the adaptation protocol has no generalised zero-shot setting")
-        out = self.run_tasks(evaluator, split, ev.distance)
+        out = self.run_tasks(evaluator, split, ev.distance, ev.ties)
         dataset = evaluator.dataset
         if not out["tasks"]:
             detail = "; ".join(f"{g}: {why}" for g, why in out["skipped"].items()) or "no group found"
@@ -322,7 +325,8 @@ class AdaptationProtocol(Protocol):
                 conv[f"{m}:sd"] = f"{m} spread: standard deviation over the {self.draws} support draws"
             results[row] = RetrievalResult(metrics=metrics, undefined={m: 0 for m in metrics}, conventions=conv,
                                            num_queries=queries, gallery_size=gallery, distance=ev.distance,
-                                           exclude_self=False, average=average)
+                                           exclude_self=False, average=average, ties=ev.ties,
+                                           tie_policy=f"{ev.ties}: {TIE_POLICIES[ev.ties]}")
         seconds = [t["adapt_seconds"] for t in scored]
         margins = [t["record"]["margin"] for t in scored if t["record"].get("margin") is not None]
         gallery_text = ("every photo of the task's category in the split" if self.group_by == "class"
@@ -338,6 +342,7 @@ class AdaptationProtocol(Protocol):
             "draws": self.draws,
             "seed": self.seed,
             "strategy": self.strategy,
+            "ties": ev.ties,
             "groups": sorted({t["group"] for t in scored}),
             "skipped_groups": out["skipped"],
             "negatives": default_negatives(self.k) if self.negatives is None else int(self.negatives),
