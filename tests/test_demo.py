@@ -29,6 +29,14 @@ def test_the_quick_report_says_it_is_a_smoke_test(quick_demo):
     assert "Smoke test" in (out / "report.md").read_text()
 
 
+def test_the_report_names_its_tie_policy(quick_demo):
+    out, numbers = quick_demo
+    report = (out / "report.md").read_text()
+    assert numbers["trained"]["sketch2photo"]["ties"] == "expected"  # the default
+    assert "Ties (items at equal distance): `expected`, the exact expectation" in report
+    assert "- ties: expected:" in report  # the table's own line
+
+
 def test_demo_numbers_match_the_saved_evaluation(quick_demo):
     out, numbers = quick_demo
     saved = json.loads((out / "run" / "eval.json").read_text())

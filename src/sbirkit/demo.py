@@ -145,7 +145,10 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = F
 
 def _write_report(out: Path, config: dict, numbers: dict, table: str, pixel, pictures: list[Path],
                   quick: bool = False) -> None:
+    from .eval import TIE_POLICIES
+
     s2p = numbers["trained"]["sketch2photo"]["metrics"]
+    ties = numbers["trained"]["sketch2photo"]["ties"]
     smoke = ["> **Smoke test** (`--quick`): a tiny dataset and a few training steps, to check that every "
              "stage runs. These numbers say nothing about how well the method retrieves; run the demo "
              "without `--quick` for that.", ""] if quick else []
@@ -172,8 +175,8 @@ def _write_report(out: Path, config: dict, numbers: dict, table: str, pixel, pic
         "",
         "mAP@all is non-interpolated average precision over the full ranking; P@K is the fraction of "
         "relevant items in the top K; Acc@K counts a sketch as found when its own photo ranks within K. "
-        "Items at equal distance count at their expected rank over random orders inside the tie "
-        "(docs/metrics.md). Same-modality directions leave the query out of its own ranking.",
+        f"Ties (items at equal distance): `{ties}`, {TIE_POLICIES[ties]} (docs/metrics.md). "
+        "Same-modality directions leave the query out of its own ranking.",
         "",
         "## Pictures",
         "",
