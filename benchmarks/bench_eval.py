@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--repeats", type=int, default=1,
                    help="run every variant this many times, round-robin; report the median")
+    p.add_argument("--codes", type=int, default=0, metavar="BITS",
+                   help="> 0: score binary codes instead (the signs of the first BITS dimensions), by exact "
+                        "Hamming distance: nearly every item ties (ours variants only)")
     p.add_argument("--quick", action="store_true", help="1,000 x 10,000 smoke run")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -102,9 +105,14 @@ def sample_queries(args: argparse.Namespace) -> list[int]:
 
 
 def run_ours(args, q, ql, g, gl, ties: str | None = None) -> dict:
+    import torch
+
     from sbirkit.eval import DEFAULT_TIES, evaluate_retrieval
 
-    result = evaluate_retrieval(q, g, ql, gl, metrics=METRICS, distance="cosine", ties=ties or DEFAULT_TIES,
+    if args.codes:
+        q, g = torch.sign(q[:, :args.codes]), torch.sign(g[:, :args.codes])
+    result = evaluate_retrieval(q, g, ql, gl, metrics=METRICS, distance="hamming" if args.codes else "cosine",
+                                ties=ties or DEFAULT_TIES,
                                 block_size=args.block_size, return_per_query=True)
     sample = sample_queries(args)
     return {"metrics": result.metrics, "sample_ap": result.per_query["map"][sample].tolist(),
@@ -203,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; expected from {VARIANTS}")
-    passthrough = [f"--queries={args.queries}", f"--gallery={args.gallery}", f"--dim={args.dim}",
+    if args.codes and not set(variants) <= {"ours", "ours_pessimistic", "ours_optimistic"}:
+        raise SystemExit("--codes: expected only the ours variants")
+    passthrough = [f"--codes={args.codes}", f"--queries={args.queries}", f"--gallery={args.gallery}", f"--dim={args.dim}",
                    f"--classes={args.classes}", f"--seed={args.seed}",
                    f"--sklearn-queries={args.sklearn_queries}"]
     if args.block_size:
@@ -236,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"queries": args.queries, "gallery": args.gallery, "dim": args.dim,
                    "classes": args.classes, "dtype": "float32", "device": "cpu",
                    "block_rows": block_rows(args), "sklearn_queries": args.sklearn_queries,
-                   "seed": args.seed},
+                   "seed": args.seed, "codes": args.codes},
         "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                     "processor": _cpu_model(), "python": platform.python_version()},
         "runs": runs,
@@ -267,7 +277,8 @@ def format_markdown(summary: dict) -> str:
     lines = [
         (f"{cfg['queries']:,} queries x {cfg['gallery']:,} gallery x {cfg['dim']}-d, "
          f"{cfg['classes']} classes, float32, CPU ({summary['machine']['threads']} torch threads), "
-         f"blocks of {cfg['block_rows']} query rows"),
+         f"blocks of {cfg['block_rows']} query rows"
+         + (f"; scored as {cfg['codes']}-bit binary codes by exact Hamming distance" if cfg.get("codes") else "")),
         "",
         "| variant | wall time (s), median | all runs (s) | vs ours | CPU time (s), median "
         "| peak extra memory (MiB) | mAP@all | P@100 | P@200 |",

@@ -18,6 +18,8 @@ from sklearn.metrics import average_precision_score
 
 from sbirkit.eval import metrics as M
 from sbirkit.eval import ties as T
+from sbirkit.eval.metric_names import parse_metric
+from sbirkit.eval.retrieval import score_metric
 
 # every ranked metric, by (function, keyword arguments); K small enough to cut through ties
 RANKED = {
@@ -75,6 +77,33 @@ def test_expected_equals_the_mean_over_every_tie_order(case):
             assert abs(got[0] - exact) <= 3 * math.sqrt(var[0]) + 1e-12, name
         else:
             assert _value(name, dist[None], rel[None], "expected")[0] == pytest.approx(exact, abs=1e-12), name
+
+
+def test_expected_with_a_few_ties_among_many_distinct_distances():
+    """Few tied items among many distinct distances (the closed form is then applied to the tied
+    items alone; tie-heavy rows take a per-group path, checked above): every order of the two tie
+    groups, averaged, gives the expected value."""
+    rng = np.random.default_rng(7)
+    dist = rng.permutation(60).astype(np.float64)[None].repeat(2, axis=0)
+    rel = np.zeros((2, 60), dtype=bool)
+    rel[:, ::2] = True  # 30 relevant items per row
+    first, second = [0, 1, 3, 5], [10, 11, 13]  # one relevant item in each group
+    dist[0, first] = dist[0, 0]
+    dist[0, second] = 25.5
+    orders = []
+    for a in itertools.permutations(first):
+        for b in itertools.permutations(second):
+            tiebreak = np.arange(60, dtype=np.float64)
+            tiebreak[first], tiebreak[second] = tiebreak[list(a)], tiebreak[list(b)]
+            orders.append(tiebreak)
+    ranked = M.rank_relevant(torch.from_numpy(dist), torch.from_numpy(rel))
+    for name in ("map", "map@20:standard", "map@20:yelamarthi", "map@20:sem-pcyc", "p@20", "p@25:zse"):
+        got = score_metric(parse_metric(name), ranked, "expected")[0].numpy()
+        exact = np.mean([ref.per_query(name, dist[0], rel[0], None, "order", o) for o in orders])
+        assert got[0] == pytest.approx(exact, abs=1e-12), name
+        assert got[1] == pytest.approx(ref.per_query(name, dist[1], rel[1], None), abs=1e-12), name
+    tied = ranked.at_or_below - ranked.below > 1
+    assert 0 < int(tied.sum()) * 8 < tied[:, :30].numel()  # the sparse path was taken
 
 
 def test_a_hand_computed_expected_value():

@@ -205,8 +205,14 @@ def _sort_and_search(lo: int, hi: int, rows: np.ndarray, relevant: np.ndarray,
             np.subtract(at, 1, out=start)
             tied = np.flatnonzero(row.take(at[:real] - 2, mode="clip") == values[:real])
             tied = tied[at[tied] >= 2]
-            if tied.size:
-                start[tied] = np.searchsorted(row, values[tied], side="left")
+            if tied.size:  # one search per distinct distance (binary codes: a few dozen per row)
+                tied_values = values[tied]
+                new = np.empty(tied.size, dtype=bool)
+                new[0] = True
+                np.not_equal(tied_values[1:], tied_values[:-1], out=new[1:])
+                firsts = np.flatnonzero(new)
+                left = np.searchsorted(row, tied_values[firsts], side="left")
+                start[tied] = np.repeat(left, np.diff(firsts, append=tied.size))
             start[real:] = _PAST_END
         at[real:] = _PAST_END  # padding
     if tied_rows:

@@ -112,20 +112,41 @@ def precision_terms(ranked: RankedRelevant, k: int | None, ties: str) -> tuple[T
     hits = torch.arange(1, width + 1, device=after.device, dtype=torch.float64)
     terms = hits[None, :] / after
     size = after - below
-    tied = (size > 1).nonzero(as_tuple=True)  # padding has size 0
-    if k is not None and tied[0].numel():
-        keep = tied[1] < count[tied[0]]
-        tied = (tied[0][keep], tied[1][keep])
-    if tied[0].numel():
-        n = size[tied].to(torch.float64)
-        start = below[tied].to(torch.float64)
-        r = (relevant_after[:, :width][tied] - relevant_below[:, :width][tied]).to(torch.float64)
-        before = relevant_below[:, :width][tied].to(torch.float64)
-        slots = n if k is None else torch.clamp(k - start, max=n)
-        s0 = torch.special.digamma(start + slots + 1) - torch.special.digamma(start + 1)
-        s1 = slots - (start + 1) * s0
-        terms[tied] = ((before + 1) * s0 + (r - 1) / (n - 1) * s1) / n
+    tied = size > 1  # padding has size 0
+    if k is not None:
+        tied &= torch.arange(width, device=after.device)[None, :] < count[:, None]
+    num_tied = int(tied.sum())
+    if num_tied == 0:
+        return terms, count
+    relevant_below, relevant_after = relevant_below[:, :width], relevant_after[:, :width]
+    if num_tied * 8 >= tied.numel():
+        # Tie-heavy (binary codes: a row has at most b + 1 groups). Every input of the closed form
+        # is the same for all relevant items of a group, so compute it once per group, at its first
+        # relevant item (column relevant_below), and hand it to the others with one gather.
+        j = torch.arange(width, device=after.device)
+        first = (tied & (j[None, :] == relevant_below)).nonzero(as_tuple=True)
+        value = torch.zeros_like(terms)
+        value[first] = _tied_terms(size[first], below[first], relevant_below[first], relevant_after[first], k)
+        group = value.gather(1, relevant_below.clamp(max=max(width - 1, 0)))
+        return torch.where(tied, group, terms), count
+    where = tied.nonzero(as_tuple=True)
+    terms[where] = _tied_terms(size[where], below[where], relevant_below[where], relevant_after[where], k)
     return terms, count
+
+
+def _tied_terms(size: Tensor, below: Tensor, relevant_below: Tensor, relevant_after: Tensor,
+                k: int | None) -> Tensor:
+    """The expected P@rank of a relevant item in a tie group of ``size`` items starting after rank
+    ``below``, ``relevant_after - relevant_below`` of them relevant, counted within the top ``k``
+    (McSherry & Najork's closed form; the module docstring)."""
+    n = size.to(torch.float64)
+    start = below.to(torch.float64)
+    before = relevant_below.to(torch.float64)
+    r = relevant_after.to(torch.float64) - before
+    slots = n if k is None else torch.clamp(k - start, max=n)
+    s0 = torch.special.digamma(start + slots + 1) - torch.special.digamma(start + 1)
+    s1 = slots - (start + 1) * s0
+    return ((before + 1) * s0 + (r - 1) / (n - 1) * s1) / n
 
 
 def straddling_group(ranked: RankedRelevant, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
