@@ -295,3 +295,50 @@ def test_no_relevant_rule_excludes_or_scores_zero():
     assert M.class_mean(values, labels, "zero") == (pytest.approx((0.75 + 0.0) / 2), 1)
     weights = M.mean_weights(values, labels, "exclude")
     assert weights.tolist() == pytest.approx([0.25, 0.25, 0.0, 0.5])
+
+
+# ---- Acc@K (fine-grained: the first true item within K) ------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_expected_accuracy_is_the_mean_over_every_and_over_20000_sampled_tie_orders(seed):
+    rng = np.random.default_rng(seed)
+    dist = rng.integers(0, 3, size=(6, 6)).astype(np.float64)  # small: every order of the gallery
+    true = rng.random((6, 6)) < 0.35
+    true[0] = False
+    match = M.true_match(torch.from_numpy(dist), torch.from_numpy(true))
+    for k in (1, 2, 3):
+        got = M.accuracy_at_k(match, k, "expected").numpy()
+        assert math.isnan(got[0])
+        for i in range(1, 6):
+            if not true[i].any():
+                continue
+            values = []
+            for perm in itertools.permutations(range(6)):
+                tiebreak = np.empty(6)
+                tiebreak[list(perm)] = np.arange(6)
+                values.append(ref.acc_at(dist[i], true[i], k, "order", tiebreak))
+            assert got[i] == pytest.approx(np.mean(values), abs=1e-12), (i, k)
+    dist = rng.integers(0, 4, size=(5, 40)).astype(np.float64)  # larger: 20,000 sampled orders
+    true = rng.random((5, 40)) < 0.1
+    true[:, 0] = True
+    match = M.true_match(torch.from_numpy(dist), torch.from_numpy(true))
+    samples = 20_000
+    for i in range(5):
+        order = np.lexsort((rng.random((samples, 40)), np.broadcast_to(dist[i], (samples, 40))), axis=1)
+        first = np.argmax(true[i][order], axis=1) + 1  # rank of the first true item, per order
+        for k in (1, 5, 12):
+            hits = (first <= k).astype(np.float64)
+            got = M.accuracy_at_k(match, k, "expected")[i].item()
+            se = hits.std(ddof=1) / math.sqrt(samples)
+            assert abs(got - hits.mean()) <= 3 * se + 1e-12, (i, k, got, hits.mean())
+
+
+def test_accuracy_without_ties_is_the_same_under_every_policy():
+    rng = np.random.default_rng(3)
+    dist = rng.random((8, 30))
+    true = rng.random((8, 30)) < 0.1
+    match = M.true_match(torch.from_numpy(dist), torch.from_numpy(true))
+    for k in (1, 3, 10):
+        reference = np.array([ref.acc_at(d, t, k) for d, t in zip(dist, true)])
+        for ties in M.TIE_POLICIES:
+            np.testing.assert_array_equal(M.accuracy_at_k(match, k, ties).numpy(), reference)
