@@ -199,7 +199,7 @@ class Trainer:
                 raise
             raise ConfigError(f"method {cfg['method']['name']!r}: {' '.join(str(exc).split())}") from None
         self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
-                                int(cfg["seed"]), self.resuming, dry_run)
+                                int(cfg["seed"]), self.resuming, dry_run, run_loader=inference.load_run)
         self.method.setup(self.ctx)
         self.init_record = None
         if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
@@ -304,7 +304,7 @@ class Trainer:
             self.val_message = (f"no validation data ({why}): no model selection, best.pt will be the final model")
         if _overrides(self.method, "validation_metrics"):
             self.val_kind = "method"
-            names = self.method.validation_metric_names() if hasattr(self.method, "validation_metric_names") else None
+            names = self.method.validation_metric_names()
             if names is not None and ev.select not in names:
                 raise ConfigError(f"eval.select: {ev.select!r} is not among the validation metrics of method "
                                   f"{cfg['method']['name']!r} ({', '.join(names)})")
