@@ -72,7 +72,7 @@ def eval_cmd(
         _fail("--data options=...: expected a mapping, e.g. options={category: shoes}")
     protocol = None
     if adapt is not None:
-        from ..engine.adaptation import AdaptationProtocol
+        from ..engine.adapt_run import protocol_for_run
 
         _positive("--adapt", adapt)
         _positive("--draws", draws)
@@ -81,7 +81,7 @@ def eval_cmd(
         if strategy is not None:
             _one_of("--strategy", strategy, ("meta", "none", "finetune_head", "finetune_all"))
         _one_of("--which", which, ("best", "last"))
-        protocol = AdaptationProtocol.for_run(run, which, k=adapt, group_by=tasks, draws=draws, strategy=strategy)
+        protocol = protocol_for_run(run, which, k=adapt, group_by=tasks, draws=draws, strategy=strategy)
     elif tasks is not None or strategy is not None:
         _fail("--tasks, --strategy: expected with --adapt K")
     report = evaluate_run(run, split=split, directions=direction or list(DIRECTIONS), data_overrides=overrides,
@@ -110,7 +110,7 @@ def adapt_cmd(
                                            "or finetune_all."),
 ) -> None:
     """Adapt a meta-trained run to k sketch-photo pairs of a new category or user; the run itself is not changed."""
-    from ..engine.adaptation import adapt_run
+    from ..engine.adapt_run import adapt_run
 
     _positive("-k", k)
     _one_of("--support-format", support_format, ("folder", "qmul-v1"))
