@@ -133,57 +133,13 @@ def index_info(
     """Describe an index without loading its vectors: size, model, factory, metric, dim, nprobe, created."""
     import json
 
-    from ..index import GalleryIndex
-    from ..index.sizes import format_bytes as _size
+    from ..index.info import describe_index, format_index_info
 
-    meta = GalleryIndex.read_meta(index_dir)
-    if verify:
-        from ..index.ondisk import verify_index
-
-        meta["verified"] = verify_index(index_dir)
+    meta = describe_index(index_dir, verify=verify)
     if as_json:
         typer.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return
-    model = meta.get("model_info") or {}
-    factory = str(meta["factory"])
-    if meta.get("factory_requested") and meta["factory_requested"] != factory:
-        factory += f" (asked for {meta['factory_requested']}: {meta.get('factory_note') or 'changed'})"
-    metric = {"ip": "ip (inner product: cosine on L2-normalised vectors; higher is closer)",
-              "l2": "l2 (squared L2 distance; lower is closer)"}.get(meta["metric"], meta["metric"])
-    lines = [
-        f"index: {meta['path']}  (format version {meta['format_version']}"
-        + (f", version folder {meta['version']})" if meta.get("version") else ", flat layout)"),
-        f"items: {meta['ntotal']}  dim: {meta['dim']}",
-        f"factory: {factory}",
-        f"metric: {metric}",
-        f"nprobe: {meta.get('nprobe') if meta.get('nprobe') is not None else '- (exact or graph index)'}",
-        f"model: run {model.get('run', '?')}  fingerprint {model.get('fingerprint', '?')}  "
-        f"checkpoint {model.get('which', '?')}",
-        f"       backbone {model.get('backbone', '?')}  embed_dim {model.get('embed_dim', '?')}  "
-        f"image_size {model.get('image_size', '?')}",
-        f"created: {meta.get('created', '?')}  (sbirkit {meta.get('sbirkit_version', '?')}, "
-        f"faiss {meta.get('faiss_version', '?')})",
-        "files: " + ", ".join(f"{name} {_size(n)}" for name, n in sorted(meta.get("files", {}).items())),
-    ]
-    build = meta.get("build") or {}
-    tuned = build.get("autotune")
-    if tuned:
-        budget = tuned.get("max_memory_bytes")
-        param = ", ".join(f"{k} {v}" for k, v in (tuned.get("search_param") or {}).items())
-        recall = tuned.get(f"recall@{tuned['k']}")
-        lines.append(f"chosen: {tuned.get('kind') or tuned['factory']} for "
-                     + (f"--max-memory {_size(budget)}" if budget else "the given factory")
-                     + f" (estimated {_size(tuned.get('estimated_bytes') or 0)}); recall@{tuned['k']} "
-                     f"{recall:.3f} on {tuned['queries']['held_out']} held-out queries"
-                     + (f" at {param}" if param else "") + f", target {tuned['target_recall']:g}"
-                     + ("" if tuned.get("target_reached") else " (not reached)"))
-    if build:
-        lines.append(f"loading: {'memory-mapped' if build.get('mmap') else 'read into memory'}"
-                     + (f"; built from {build['source']['kind']} {build['source']['path']}" if build.get("source")
-                        else ""))
-    if verify:
-        lines.append("verified: full sha256 of " + ", ".join(sorted(meta["verified"])) + " match meta.json")
-    typer.echo("\n".join(lines))
+    typer.echo(format_index_info(meta))
 
 
 @index_app.command("add")

@@ -8,21 +8,6 @@ from typing import Optional
 import typer
 
 from .common import _fail, _positive, app
-from .embed import _run_encoder
-
-
-def _query_files(sketch: Path) -> list[Path]:
-    """The sketch file, or every sketch file under a folder (recursive, sorted by relative path)."""
-    from ..index.files import SKETCH_EXTENSIONS
-
-    if not sketch.is_dir():
-        return [sketch]
-    found = sorted((p for p in sketch.rglob("*") if p.is_file() and p.suffix.lower() in SKETCH_EXTENSIONS),
-                   key=lambda p: p.relative_to(sketch).as_posix())
-    if not found:
-        _fail(f"--sketch {sketch}: expected sketch files ({', '.join(sorted(SKETCH_EXTENSIONS))}) in the folder, "
-              "found none")
-    return found
 
 
 @app.command()
@@ -45,80 +30,36 @@ def search(
     sketch that cannot be used (blank, unreadable) is reported on stderr and skipped.
     """
     import json
-    import warnings
 
-    import numpy as np
-    import torch
-
-    from ..errors import DataError
-    from ..index import GalleryIndex, check_model, draw_grid_rows, load_query_sketch
+    from ..index import draw_grid_rows
+    from ..index.search import search_sketch_files
 
     _positive("-k", k)
     if drawing < 0:
         _fail(f"--drawing: expected a drawing number >= 0, got {drawing}")
     if grid is not None and not grid.parent.is_dir():  # checked first; nothing is created for it
         _fail(f"--grid {grid}: expected a file in an existing folder, {grid.parent} is not one")
-    queries = _query_files(sketch)
-    index = GalleryIndex.load(index_dir)
-    if nprobe is not None:
-        if not index.is_ivf:
-            _fail(f"--nprobe: only IVF indexes take it; {index_dir} is a {index.factory!r} index")
-        _positive("--nprobe", nprobe)
-    built_with = index.model_info
-    run_dir = Path(run) if run else Path(built_with.get("run", ""))
-    encoder, size, info = _run_encoder(run_dir, built_with.get("which", "best"))
-    check_model(built_with, info, where=str(index_dir))
-    if info["embed_dim"] != index.dim:
-        _fail(f"{index_dir}: embedding size {index.dim}, but the model {run_dir} embeds to {info['embed_dim']}")
-    images, used, skipped, notes = [], [], [], []
-    for path in queries:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                image = load_query_sketch(path, size=size, index=drawing)
-            except DataError as exc:
-                if not sketch.is_dir():
-                    raise
-                skipped.append({"query": str(path), "error": str(exc)})
-                typer.secho(f"skipped {path}: {exc}", fg=typer.colors.YELLOW, err=True)
-                continue
-        for w in caught:  # e.g. "looks like a photo": one line each, not a Python warning block
-            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
-        images.append(image)
-        used.append(path)
-        notes.append([str(w.message) for w in caught])
-    if not used:
-        _fail(f"--sketch {sketch}: none of the {len(queries)} sketch files could be used")
-    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1) for im in images])
-    with torch.no_grad():
-        q = encoder.encode_sketch(x).numpy()
-    result = index.search(q, k=k, nprobe=nprobe)
-    blocks = [result.items_for(i) for i in range(len(used))]
+
+    def skipped_line(path, exc) -> None:
+        typer.secho(f"skipped {path}: {exc}", fg=typer.colors.YELLOW, err=True)
+
+    def warning_line(message: str) -> None:  # e.g. "looks like a photo": one line each, not a warning block
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+    found = search_sketch_files(index_dir, sketch, k, run=run, nprobe=nprobe, drawing=drawing,
+                                on_skip=skipped_line, on_warning=warning_line)
     if grid is not None:
         draw_grid_rows([(im, [(item.get("path"), f"{item['score']:.2f}", None) for item in rows])
-                        for im, rows in zip(images, blocks)], grid)
+                        for im, rows in zip(found.images, found.blocks)], grid)
     if as_json:
-        out = {
-            "index": str(index_dir), "metric": index.metric, "k": k, "nprobe": nprobe if nprobe else index.nprobe,
-            "model": {key: info.get(key) for key in ("run", "fingerprint", "which")},
-            "queries": [
-                {"query": str(path), **({"drawing": drawing} if path.suffix.lower() == ".ndjson" else {}),
-                 "warnings": note,
-                 "results": [{**{key: v for key, v in item.items() if key != "rank"}, "rank": item["rank"] + 1}
-                             for item in rows]}
-                for path, rows, note in zip(used, blocks, notes)
-            ],
-            "skipped": skipped,
-            "grid": str(grid) if grid is not None else None,
-        }
-        typer.echo(json.dumps(out, indent=2, default=str))
+        typer.echo(json.dumps(found.as_dict(grid), indent=2, default=str))
         return
-    for n, (path, rows) in enumerate(zip(used, blocks)):
+    for n, (path, rows) in enumerate(zip(found.used, found.blocks)):
         if sketch.is_dir():
             typer.echo(("\n" if n else "") + f"query: {path}")
         for rank, item in enumerate(rows, 1):
             typer.echo(f"{rank:>3}  {item['score']:.4f}  {item.get('path', item.get('id'))}")
     if sketch.is_dir():
-        typer.echo(f"\nsearched with {len(used)} sketches ({len(skipped)} skipped)")
+        typer.echo(f"\nsearched with {len(found.used)} sketches ({len(found.skipped)} skipped)")
     if grid is not None:
         typer.echo(f"grid: {grid}")
