@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from sbirkit.engine import apply_overrides, evaluate_run, load_preset, load_run, train
-from sbirkit.engine.adaptation import AdaptationProtocol, draw_tasks, support_batch
+from sbirkit.engine.adapt_run import protocol_for_run
+from sbirkit.engine.adaptation import draw_tasks, support_batch
 from sbirkit.engine.config import changed_keys, read_config
 from sbirkit.methods.adaptive_fg import BASELINES, SUPERVISED
 
@@ -130,8 +131,8 @@ def scored(folder: Path, k: int, strategy: str, *, split: str = "test", groups: 
     cache = folder / f"bench-{hashlib.sha256(tag.encode()).hexdigest()[:10]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    protocol = AdaptationProtocol.for_run(folder, k=k, strategy=strategy, steps=steps, lr=lr, optimizer=optimizer,
-                                          groups=groups, draws=draws, device="cpu")
+    protocol = protocol_for_run(folder, k=k, strategy=strategy, steps=steps, lr=lr, optimizer=optimizer,
+                                groups=groups, draws=draws, device="cpu")
     report = evaluate_run(folder, split=split, protocol=protocol, save=False, device="cpu")
     p = report["protocol"]
     result = {"macro": report["results"]["sketch2photo"]["metrics"],

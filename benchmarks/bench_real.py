@@ -39,8 +39,8 @@ from sbirkit.engine import apply_overrides, evaluate_run, load_preset, train
 from sbirkit.engine.inference import build_dataset
 from sbirkit.eval import evaluate_retrieval
 from sbirkit.losses import CrossModalTripletLoss
-from sbirkit.methods.pixel import pixel_features
 from sbirkit.models import EmbeddingHead, create_backbone
+from sbirkit.models.pixel import pixel_features
 
 PUBLISHED = {  # Acc@1 / Acc@10 on QMUL-V1, as quoted in the issue
     "shoes": {"Triplet-SN (Yu et al., CVPR 2016)": (0.39, 0.88), "DSSA (Song et al., ICCV 2017)": (0.62, 0.95)},

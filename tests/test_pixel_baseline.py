@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sbirkit.methods.pixel import pixel_feature, pixel_features
+from sbirkit.models.pixel import pixel_feature, pixel_features
 
 
 def _outline(box, fill=None, size=64):

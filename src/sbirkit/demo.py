@@ -42,7 +42,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, fresh: bool = F
     from .eval import DIRECTIONS, evaluate_directions, format_table
     from .eval.curves import per_class_mean, plot_per_class, plot_pr_curves, precision_recall_curve
     from .index import GalleryIndex, draw_grid_rows
-    from .methods.pixel import pixel_features
+    from .models.pixel import pixel_features
 
     out = Path(out)
     if fresh and out.exists():

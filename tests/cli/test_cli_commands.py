@@ -173,3 +173,28 @@ def test_search_drawing_picks_the_ndjson_line(cli_index, tmp_path):
     one_line_error(invoke("search", "--index", cli_index, "--sketch", q, "--drawing", "2"), "two.ndjson",
                    "drawing number below 2")
 
+
+
+# ---- the library calls behind search and index info -------------------------------------------------
+def test_search_and_index_info_are_library_calls_the_cli_prints(cli_index, cli_run):
+    import torch
+
+    from sbirkit.index import GalleryIndex, load_query_sketch
+    from sbirkit.index.info import describe_index, format_index_info
+    from sbirkit.index.run_model import load_run_encoder
+    from sbirkit.index.search import search_sketch_files
+
+    run, _, sketches = cli_run
+    sketch = sorted(sketches.rglob("*.png"))[1]
+    found = search_sketch_files(cli_index, sketch, 3)
+    printed = json.loads(ok("search", "--index", cli_index, "--sketch", sketch, "-k", "3", "--json").stdout)
+    assert found.as_dict() == printed
+    # against a search by hand: the run's encoder on the query image, the index's own search
+    encoder, size, _ = load_run_encoder(run)
+    image = np.asarray(load_query_sketch(sketch, size=size), dtype=np.float32) / 255.0
+    with torch.no_grad():
+        q = encoder.encode_sketch(torch.from_numpy(image).permute(2, 0, 1)[None]).numpy()
+    by_hand = GalleryIndex.load(cli_index).search(q, k=3).items_for(0)
+    assert [r["id"] for r in found.blocks[0]] == [r["id"] for r in by_hand]
+    assert [r["score"] for r in found.blocks[0]] == pytest.approx([r["score"] for r in by_hand], abs=1e-6)
+    assert format_index_info(describe_index(cli_index)) + "\n" == ok("index", "info", cli_index).stdout

@@ -170,7 +170,7 @@ def test_an_interrupted_augmented_run_resumes_to_the_same_weights(tmp_path, monk
 
 def test_augmentation_is_applied_in_training_only(tmp_path, monkeypatch, one_torch_thread):
     from sbirkit.data import augment as augment_module
-    from sbirkit.engine import Trainer, evaluate_run, inference
+    from sbirkit.engine import Trainer, embedding, evaluate_run
 
     seen = {"train": 0, "eval": 0}
     phase = {"now": "train"}
@@ -181,7 +181,7 @@ def test_augmentation_is_applied_in_training_only(tmp_path, monkeypatch, one_tor
         return original_load(*args, **kwargs)
 
     monkeypatch.setattr(augment_module, "load_augmented", counting)
-    original_embed = inference.embed_samples
+    original_embed = embedding.embed_samples  # what the evaluator calls
 
     def embed_in_eval_phase(*args, **kwargs):
         before, phase["now"] = phase["now"], "eval"
@@ -190,7 +190,7 @@ def test_augmentation_is_applied_in_training_only(tmp_path, monkeypatch, one_tor
         finally:
             phase["now"] = before
 
-    monkeypatch.setattr(inference, "embed_samples", embed_in_eval_phase)
+    monkeypatch.setattr(embedding, "embed_samples", embed_in_eval_phase)
     Trainer(_tiny_augmented_config(), tmp_path / "run").fit()
     evaluate_run(tmp_path / "run", device="cpu")
     assert seen["train"] == 8 * 8 * 2 and seen["eval"] == 0  # every training image, no evaluation image

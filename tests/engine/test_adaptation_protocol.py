@@ -15,6 +15,7 @@ import torch
 
 from sbirkit.data import create_dataset
 from sbirkit.engine import Evaluator, Trainer, evaluate_run
+from sbirkit.engine.adapt_run import protocol_for_run
 from sbirkit.engine.adaptation import AdaptationProtocol, draw_tasks, support_batch
 from sbirkit.engine.options import EvalOptions
 from sbirkit.errors import DataError, UsageError
@@ -185,7 +186,7 @@ def test_model_selection_adapts_on_validation_groups_only_and_eval_records_the_p
     assert best["selection"] == "max sketch2photo/acc@1 on split 'val'"
     assert best["value"] == pytest.approx(max(r["sketch2photo/acc@1"] for r in vals))
 
-    protocol = AdaptationProtocol.for_run(run, k=2, draws=2)
+    protocol = protocol_for_run(run, k=2, draws=2)
     assert protocol.groups == ["cup", "umbrella"] and protocol.name == "adapt2-class"
     report = evaluate_run(run, protocol=protocol)
     saved = json.loads((run / "eval-test-best-adapt2-class.json").read_text())
@@ -193,7 +194,7 @@ def test_model_selection_adapts_on_validation_groups_only_and_eval_records_the_p
     assert saved["results"]["sketch2photo"]["metrics"] == report["results"]["sketch2photo"]["metrics"]
     margin = saved["protocol"]["margin"]
     assert 0 < margin["min"] <= margin["max"] < 1
-    none = evaluate_run(run, protocol=AdaptationProtocol.for_run(run, k=2, draws=2, strategy="none"))
+    none = evaluate_run(run, protocol=protocol_for_run(run, k=2, draws=2, strategy="none"))
     assert none["protocol"]["name"] == "adapt2-class-none" and none["protocol"]["margin"] is None
     assert (run / "eval-test-best-adapt2-class-none.json").is_file()
 
@@ -207,7 +208,7 @@ def test_cached_maps_adapt_and_embed_like_images(tmp_path):
     assert trainer.source.inputs == "features" and trainer.features.stage is not None
     assert [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
             if r.get("split") == "val"] == [6, 12]
-    report = evaluate_run(run, protocol=AdaptationProtocol.for_run(run, k=2, draws=1))
+    report = evaluate_run(run, protocol=protocol_for_run(run, k=2, draws=1))
     assert report["protocol"]["groups"] == ["cup", "umbrella"]
 
     method = trainer.method.eval()

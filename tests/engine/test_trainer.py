@@ -16,6 +16,7 @@ from sbirkit.engine import (
     CheckpointError,
     ConfigError,
     Trainer,
+    embedding,
     evaluate_run,
     inference,
     load_run,
@@ -30,14 +31,14 @@ def finished(tmp_path_factory):
     """One short run, with every sample that validation embeds recorded."""
     run_dir = tmp_path_factory.mktemp("runs") / "short"
     seen: list = []
-    original = inference.embed_samples
+    original = embedding.embed_samples  # what the evaluator calls
 
     def recording(encoder, dataset, samples, *args, **kwargs):
         seen.extend(samples)
         return original(encoder, dataset, samples, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(inference, "embed_samples", recording)
+        mp.setattr(embedding, "embed_samples", recording)
         trainer = Trainer(tiny_config("train.steps=40", "train.eval_every=10", "method.mining=batch_hard"), run_dir)
         trainer.fit()
     return trainer, run_dir, seen

@@ -21,7 +21,7 @@ from sbirkit.index import (
     list_image_files,
     load_query_sketch,
 )
-from sbirkit.index.files import BORDER, PAD
+from sbirkit.index.grid import BORDER, PAD
 
 SVG = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100" width="100" height="100">
 <path d="M 10 10 L 90 10 L 90 90" fill="none" stroke="black"/></svg>"""
@@ -177,7 +177,7 @@ def test_embed_image_files_skips_and_reports_corrupt_files(tmp_path, caplog):
         seen_shapes.append(tuple(x.shape))
         return x.mean(dim=(2, 3))
 
-    with caplog.at_level(logging.WARNING, logger="sbirkit.index.files"):
+    with caplog.at_level(logging.WARNING, logger="sbirkit.index.image_folders"):
         emb, ok, failures = embed_image_files(
             mean_colour, paths, image_size=16, batch_size=3, progress=False
         )

@@ -59,9 +59,6 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-_pil_to_tensor = pil_to_tensor  # the old private name, until the branches that import it have merged
-
-
 class SBIRDataset:
     """A sketch/photo dataset: ``classes``, ``samples`` and how to read each sample.
 

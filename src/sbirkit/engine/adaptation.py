@@ -25,15 +25,15 @@ scored on that category's or user's other sketches. docs/adaptive_fg.md states t
 
 :class:`AdaptationProtocol` is a :class:`~sbirkit.engine.protocols.Protocol`: a method returns one
 from :meth:`~sbirkit.methods.base.Method.validation_protocol` (model selection on validation
-tasks), and ``evaluate_run(run, protocol=AdaptationProtocol.for_run(run, k=5))`` (``sbirkit eval
-RUN --adapt 5 --tasks class``) writes ``eval-<split>-<which>-adapt5-class.json``. It only needs
-the method to have ``adapt``; :func:`adapt_run` (``sbirkit adapt``) writes an adapted run folder.
+tasks), and ``evaluate_run(run, protocol=protocol_for_run(run, k=5))`` (``sbirkit eval RUN --adapt 5
+--tasks class``; :mod:`sbirkit.engine.adapt_run`, the runner's side) writes
+``eval-<split>-<which>-adapt5-class.json``. It only needs the method to have ``adapt``;
+:func:`sbirkit.engine.adapt_run.adapt_run` (``sbirkit adapt``) writes an adapted run folder.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 import zlib
 from collections import defaultdict
@@ -186,8 +186,8 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 class AdaptationProtocol(Protocol):
     """Adapt on each task's support set, then score its queries (module docstring).
 
-    ``adapt``: ``support batch -> encoder`` (a method's ``adapt``; :meth:`for_run` loads one from
-    a run folder). ``groups``: the classes or users to draw tasks from (None: every group of the
+    ``adapt``: ``support batch -> encoder`` (a method's ``adapt``; :meth:`for_method` wraps a
+    trained method's, :func:`sbirkit.engine.adapt_run.protocol_for_run` a run folder's). ``groups``: the classes or users to draw tasks from (None: every group of the
     split). ``seed`` seeds the draws, so every model evaluated with the same seed meets the same
     support sets and queries (paired comparisons).
     """
@@ -207,22 +207,17 @@ class AdaptationProtocol(Protocol):
         self.name = f"adapt{self.k}-{group_by}" + ("" if strategy == "meta" else f"-{strategy}")
 
     @classmethod
-    def for_run(cls, run_dir: str | Path, which: str = "best", *, k: int, group_by: str | None = None,
-                groups: Sequence[str] | None = None, draws: int = 5, strategy: str | None = None,
-                steps: int | None = None, lr: float | None = None, optimizer: str | None = None,
-                negatives: int | None = None,
-                max_queries: int | None = None, seed: int = 0,
-                device: str | torch.device | None = None) -> AdaptationProtocol:
-        """The protocol around a trained run's own ``adapt``: its test groups by default (the
-        ``method.test_groups`` of a run whose tasks were of the same kind), else every group."""
-        from .inference import load_run
-
+    def for_method(cls, method: Any, config: Mapping[str, Any], *, k: int, group_by: str | None = None,
+                   groups: Sequence[str] | None = None, draws: int = 5, strategy: str | None = None,
+                   steps: int | None = None, lr: float | None = None, optimizer: str | None = None,
+                   negatives: int | None = None,
+                   max_queries: int | None = None, seed: int = 0, where: str | Path = "method") -> AdaptationProtocol:
+        """The protocol around a trained method's own ``adapt`` (``method, config`` of a run:
+        :func:`sbirkit.engine.adapt_run.protocol_for_run` loads them): its test groups by default
+        (the ``method.test_groups`` of a run whose tasks were of the same kind), else every group."""
         if int(k) < 1:
             raise UsageError(f"k (--adapt): expected a positive integer, got {k}")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        method, config = load_run(run_dir, which, device=device)
-        require_adaptive(method, config, run_dir)
+        require_adaptive(method, config, where)
         options = dict(config.get("method") or {})
         trained_by = options.get("group_by", "class")
         group_by = group_by or trained_by
@@ -417,55 +412,3 @@ def choose_support(dataset: Any, k: int, *, seed: int = 0, split: str | None = N
         raise DataError(f"{where}: k=1 needs at least one more photo in the folder (a negative for the support "
                         "triplet); found only the support pair")
     return support, negatives
-
-
-def adapt_run(run_dir: str | Path, support: str | Path, k: int, out: str | Path, *,
-              support_format: str = "folder", which: str = "best", seed: int = 0, split: str | None = None,
-              strategy: str | None = None, support_options: Mapping[str, Any] | None = None,
-              device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Adapt a trained run to the k pairs of a support folder and write a normal run folder at ``out``
-    (``config.yaml``, ``best.pt`` with the adapted weights, ``meta.json`` with the adaptation: source
-    run and fingerprint, support pairs, predicted margin) that ``sbirkit eval``, ``index build`` and
-    ``search`` accept. The source run folder is only read. Returns the ``adapted`` record."""
-    from .checkpoint import atomic_save, load_checkpoint
-    from .config import save_config
-    from .inference import load_run, model_fingerprint
-
-    run_dir, out, support = Path(run_dir), Path(out), Path(support)
-    if int(k) < 1:
-        raise UsageError(f"-k: expected a positive integer, got {k}")
-    if out.resolve() == run_dir.resolve():
-        raise UsageError(f"--out: {out}: expected a folder other than the run being adapted")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--out: {out}: expected a new or empty folder (it exists and is not empty)")
-    if not support.is_dir():
-        raise UsageError(f"--support: {support}: expected a folder of sketch-photo pairs, not found")
-    method, config = load_run(run_dir, which, device=device)
-    require_adaptive(method, config, run_dir)
-    options = dict(config["data"].get("options") or {})
-    dataset = read_support(support, support_format, image_size=int(options.get("image_size", 64)),
-                           stroke_width=options.get("stroke_width"), options=support_options)
-    pairs, negatives = choose_support(dataset, k, seed=seed, split=split, where=support)
-    batch = support_batch(dataset, pairs, negatives)
-    adapted = method.adapt(batch, strategy=strategy)
-    state = adapted.state_for(method)
-    source = load_checkpoint(run_dir / f"{which}.pt", map_location="cpu")
-    record = {
-        **adapted.record,
-        "from_run": str(run_dir.resolve()), "which": which, "fingerprint": model_fingerprint(run_dir, which),
-        "support": str(support.resolve()), "support_format": support_format, "split": split, "k": int(k),
-        "seed": int(seed), "pairs": [[s.location(), p.location()] for s, p in pairs],
-        "negative_photos": [p.location() for p in negatives],
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    saved = dict(config)
-    saved["run_dir"] = str(out)
-    save_config(saved, out / "config.yaml")
-    atomic_save({"model": state, "step": source.get("step"), "metric": None, "value": None,
-                 "selection": f"adapted from {run_dir} ({which}) on k={k} pairs of {support}",
-                 "method": config["method"]["name"]}, out / "best.pt")
-    meta_path = run_dir / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    meta["adapted"] = record
-    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    return record

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.records import Sample
-from . import inference
+from . import embedding
 
 Embedded = tuple[np.ndarray, np.ndarray, list]  # (N×D float32 embeddings, class labels, instance ids)
 
@@ -45,13 +45,13 @@ class Evaluator:
         if self.features is not None:  # cheap from the cache: every rank embeds all (nothing is written)
             return self.features.embedder(encoder, self.dataset)(samples)
         if not self.dist.enabled:
-            return inference.embed_samples(encoder, self.dataset, samples, self.batch_size, self.device, self.progress)
+            return embedding.embed_samples(encoder, self.dataset, samples, self.batch_size, self.device, self.progress)
         # torchrun: each rank embeds its contiguous share; every rank gets all of them, in order
         from .distributed import all_gather_objects
 
         bounds = np.linspace(0, len(samples), self.dist.world_size + 1).round().astype(int)
         mine = samples[bounds[self.dist.rank]:bounds[self.dist.rank + 1]]
-        emb = inference.embed_samples(encoder, self.dataset, mine, self.batch_size, self.device, self.progress)[0]
+        emb = embedding.embed_samples(encoder, self.dataset, mine, self.batch_size, self.device, self.progress)[0]
         parts = all_gather_objects(emb, self.dist)
         dim = int(getattr(encoder, "embed_dim", 0))
         embeddings = np.concatenate([p for p in parts if len(p)]) if any(len(p) for p in parts) else \

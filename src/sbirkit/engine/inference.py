@@ -1,91 +1,28 @@
-"""From a run folder back to embeddings: rebuild the dataset and model, embed samples, fingerprint.
+"""From a run folder back to a model: ``load_run``, ``model_fingerprint``.
 
 ``load_run`` rebuilds the method from the run's saved ``config.yaml`` and loads its weights with
-``torch.load(weights_only=True)``; ``embed_samples`` turns samples of one modality into
-L2-normalised float32 embeddings in a fixed order.
+``torch.load(weights_only=True)``. ``build_dataset`` (:mod:`sbirkit.engine.datasets`) and
+``embed_samples`` (:mod:`sbirkit.engine.embedding`) live below the runner and are re-exported here
+for existing callers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..data import SampleDataset, SBIRDataset, create_dataset
-from ..data.records import Sample
-from ..errors import ConfigError, UsageError
+from ..errors import UsageError
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import merge, read_config
+from .config import read_config
+from .datasets import build_dataset  # noqa: F401  (re-exported: the runner's and the tools' entry point)
+from .embedding import embed_samples  # noqa: F401  (re-exported, as build_dataset)
 
 WHICH = ("best", "last")
-
-
-def build_dataset(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> SBIRDataset:
-    """The dataset a config's ``data`` section names (``overrides`` merged on top, e.g. a new root).
-
-    With ``zero_shot`` set, unseen-class samples are all put in ``test_split`` and unsplit seen ones
-    in ``train_split`` (:func:`sbirkit.data.splits.assign_zero_shot_splits`).
-    With ``val_fraction > 0`` (for datasets published without a validation split, e.g. QMUL-V1)
-    that fraction of the training instances becomes split ``val_split``, chosen by a hash of the
-    instance id, so the same instances are held out in every run (:func:`sbirkit.data.splits.hold_out_fraction`).
-    """
-    from ..data.splits import assign_zero_shot_splits, class_split, hold_out_fraction
-
-    section = merge(data, overrides or {})
-    if not section.get("name"):
-        raise ConfigError("data.name: expected a registered dataset format, got null (this run has no dataset; "
-                          "name one with --data name=... or eval.data)")
-    dataset = create_dataset(section["name"], section.get("root"), **dict(section.get("options") or {}))
-    if section.get("zero_shot"):  # every unseen-class sample becomes a test item
-        split = class_split(dataset, section["zero_shot"])
-        dataset = assign_zero_shot_splits(dataset, split, section.get("train_split", "train"),
-                                          section.get("test_split", "test"))
-    fraction = float(section.get("val_fraction") or 0.0)
-    if fraction > 0:
-        dataset = hold_out_fraction(dataset, fraction, section.get("train_split", "train"), section.get("val_split"))
-    return dataset
-
-
-@torch.no_grad()
-def embed_samples(encoder: torch.nn.Module, dataset: SBIRDataset, samples: Sequence[Sample], batch_size: int = 128,
-                  device: str | torch.device | None = None,
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Embed ``samples`` (all sketches or all photos) -> (N×D float32, class labels, instance ids).
-
-    Sketches go through ``encoder.encode_sketch``, photos through ``encode_photo``; the encoder
-    runs in eval mode and is put back in its previous mode afterwards.
-    """
-    from tqdm.auto import tqdm
-
-    samples = list(samples)
-    modalities = {s.modality for s in samples}
-    if len(modalities) > 1:
-        raise ValueError("samples: expected one modality (all sketches or all photos), got both")
-    labels = np.array([s.class_index for s in samples], dtype=np.int64)
-    instances = [s.instance_id for s in samples]
-    dim = int(getattr(encoder, "embed_dim", 0))
-    if not samples:
-        return np.zeros((0, dim), np.float32), labels, instances
-    is_sketch = samples[0].is_sketch
-    encode = encoder.encode_sketch if is_sketch else encoder.encode_photo
-    if device is None:
-        device = next(iter(encoder.parameters()), torch.empty(0)).device
-    loader = torch.utils.data.DataLoader(SampleDataset(dataset, samples), batch_size=batch_size, shuffle=False)
-    was_training = encoder.training
-    encoder.eval()
-    chunks = []
-    try:
-        for batch in tqdm(loader, desc=f"embedding {'sketches' if is_sketch else 'photos'}", disable=not progress,
-                          unit="batch"):
-            chunks.append(encode(batch["image"].to(device)).float().cpu())
-    finally:
-        encoder.train(was_training)
-    return torch.cat(chunks).numpy().astype(np.float32, copy=False), labels, instances
 
 
 def _weights_path(run_dir: str | Path, which: str) -> Path:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
 import warnings
@@ -40,62 +39,12 @@ from .options import DataOptions, defaults, options, resolve_backbone_bn
 from .protocols import StandardProtocol, create_protocol
 from .run_lock import run_lock
 from .runlog import MetricsLog, now_iso, run_metadata
+from .runtime import autocast_dtype, deterministic, resolve_device, seed_everything
 from .sources import step_loader, to_device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {spec!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {spec!r} requested but CUDA is not available on this machine "
-                          "(use train.device=cpu or auto)")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device: expected auto, cpu, cuda or cuda:N, got {spec!r}")
-    return device
-
-
-def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """bf16/fp16 autocast on CUDA; always None (full precision) on CPU."""
-    if amp not in ("auto", "bf16", "fp16", "none"):
-        raise ConfigError(f"train.amp: expected auto, bf16, fp16 or none, got {amp!r}")
-    if device.type != "cuda" or amp == "none":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def default_run_dir(config: Mapping[str, Any]) -> Path:
     return Path(config.get("run_dir") or Path("runs") / (config.get("name") or "run"))
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    """``torch.use_deterministic_algorithms`` (and the cuBLAS workspace it needs) for the block
-    only: the process's settings and environment are restored afterwards."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    env_before = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-        if env_before is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        else:
-            os.environ["CUBLAS_WORKSPACE_CONFIG"] = env_before
 
 
 class Trainer:
@@ -199,7 +148,7 @@ class Trainer:
                 raise
             raise ConfigError(f"method {cfg['method']['name']!r}: {' '.join(str(exc).split())}") from None
         self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
-                                int(cfg["seed"]), self.resuming, dry_run)
+                                int(cfg["seed"]), self.resuming, dry_run, run_loader=inference.load_run)
         self.method.setup(self.ctx)
         self.init_record = None
         if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
@@ -304,7 +253,7 @@ class Trainer:
             self.val_message = (f"no validation data ({why}): no model selection, best.pt will be the final model")
         if _overrides(self.method, "validation_metrics"):
             self.val_kind = "method"
-            names = self.method.validation_metric_names() if hasattr(self.method, "validation_metric_names") else None
+            names = self.method.validation_metric_names()
             if names is not None and ev.select not in names:
                 raise ConfigError(f"eval.select: {ev.select!r} is not among the validation metrics of method "
                                   f"{cfg['method']['name']!r} ({', '.join(names)})")
@@ -480,7 +429,7 @@ class Trainer:
         started = time.perf_counter()
         created = not self.run_dir.exists() and self.dist.is_main
         lock = run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext()
-        with lock, _deterministic(self.train_opts.deterministic):
+        with lock, deterministic(self.train_opts.deterministic):
             try:
                 self.resuming = self._check_resume()
                 self.dist.barrier()  # every rank has read the old config before rank 0 rewrites it

@@ -10,13 +10,14 @@ from .run_model import ModelMismatchError, check_model
 
 # The file helpers import the data package (and with it torch, ~0.7 GB resident); loaded on
 # first use, so building or searching an index from stored embeddings does not pay for them.
-_FROM_FILES = ("IMAGE_EXTENSIONS", "draw_grid", "draw_grid_rows", "embed_image_files", "grid_size",
-               "image_items", "list_image_files", "load_query_sketch")
+_LAZY = {"IMAGE_EXTENSIONS": ".files", "load_query_sketch": ".files",
+         "embed_image_files": ".image_folders", "image_items": ".image_folders", "list_image_files": ".image_folders",
+         "draw_grid": ".grid", "draw_grid_rows": ".grid", "grid_size": ".grid"}
 
 
 def __getattr__(name: str):
-    if name in _FROM_FILES:
-        return getattr(importlib.import_module(".files", __name__), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,8 +1,6 @@
-"""Files in and out of a search: query sketches from disk, gallery image folders, their embedding.
-
-These are the steps between a user's files and :class:`~sbirkit.index.gallery.GalleryIndex`:
-read a sketch (PNG/JPG/SVG/Quick, Draw! ndjson) as the image a model expects, list and embed a
-photo folder (skipping, counting and reporting unreadable files), and hand back item dicts.
+"""Query files: a sketch (PNG/JPG/SVG/Quick, Draw! ndjson, or strokes) or a photo read as the image a
+model expects, with the checks a query must pass. Photo folders and their embedding are in
+:mod:`sbirkit.index.image_folders`, result grids in :mod:`sbirkit.index.grid`.
 
 Limits on query sketches (:func:`load_query_sketch`; ``embed_image_files(modality="sketch")``
 uses the same path):
@@ -36,7 +34,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +44,6 @@ from PIL import Image, ImageOps
 from ..data.dataset import check_image_pixels, resize_image
 from ..data.records import DataError, EmptySketchError
 from ..data.strokes import Strokes, rasterize
-from ..errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -388,54 +385,6 @@ def _read_ndjson_drawing(p: Path, index: int) -> Strokes:
 
 
 # ---- gallery folders ------------------------------------------------------------------------
-def list_image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (by extension, case-insensitive), sorted by relative path."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(
-            f"{root}: expected a folder of images, found {'a file' if root.exists() else 'nothing'}"
-        )
-    found = []
-    if recursive:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            found.extend(
-                Path(dirpath) / n for n in filenames if Path(n).suffix.lower() in IMAGE_EXTENSIONS
-            )
-    else:
-        found = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def image_items(
-    paths: Sequence[Path], root: str | os.PathLike, class_from_folder: bool | None = None
-) -> list[dict]:
-    """Item dicts for a gallery: ``id`` (path relative to ``root``), ``path`` and ``class_name``.
-
-    ``class_name`` is the parent folder's name when the layout is ``root/<class>/<file>``; with
-    ``class_from_folder=None`` that is used when every file sits exactly one folder deep.
-    """
-    root = Path(root)
-    rel = [Path(p).relative_to(root) for p in paths]
-    if class_from_folder is None:
-        class_from_folder = bool(rel) and all(len(r.parts) == 2 for r in rel)
-    items = []
-    for p, r in zip(paths, rel):
-        item = {"id": r.as_posix(), "path": str(Path(p).resolve())}
-        if class_from_folder:
-            if len(r.parts) < 2:
-                raise DataError(
-                    f"{p}: class_name: expected the file inside a class folder of {root}"
-                )
-            item["class_name"] = r.parts[-2]
-        items.append(item)
-    return items
-
-
-def _load_photo(path: Path, size: int) -> np.ndarray:
-    return load_photo(path, size)
-
-
 def load_photo(
     source, size: int, where: str | None = None, max_pixels: int | None = None,
     formats: Sequence[str] | None = None,
@@ -461,158 +410,3 @@ def load_photo(
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
-
-
-def embed_image_files(
-    encode: Callable,
-    paths: Sequence[str | os.PathLike],
-    image_size: int,
-    batch_size: int = 64,
-    progress: bool = True,
-    device: str | None = None,
-    normalize: bool = True,
-    modality: str = "photo",
-) -> tuple[np.ndarray, list[Path], list[tuple[Path, str]]]:
-    """Embed image files with ``encode`` ((B, 3, H, W) float in [0, 1] -> (B, d)).
-
-    ``modality="photo"``: each image is resized to ``image_size`` square (as the datasets do).
-    ``modality="sketch"``: each file (PNG/JPG, SVG, ndjson) is read exactly as
-    :func:`load_query_sketch` reads a search query (same padding, line-keeping shrink, ink
-    check), so a sketch embedded here and the same file searched with give the same vector.
-    Unreadable files (and, for sketches, blank ones) are skipped and returned as
-    ``(path, reason)`` failures, with their count logged; rows of the returned float32
-    embeddings (L2-normalised unless ``normalize=False``) match ``ok_paths``.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    if modality not in ("photo", "sketch"):
-        raise UsageError(f"modality: expected 'photo' or 'sketch', got {modality!r}")
-    if modality == "sketch":
-        def load(p: Path, size: int) -> np.ndarray:
-            return np.asarray(load_query_sketch(p, size=size), dtype=np.uint8)
-    else:
-        load = _load_photo
-    paths = [Path(p) for p in paths]
-    chunks: list[np.ndarray] = []
-    ok: list[Path] = []
-    failures: list[tuple[Path, str]] = []
-    batch: list[np.ndarray] = []
-    batch_paths: list[Path] = []
-
-    def flush() -> None:
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
-        if device is not None:
-            x = x.to(device)
-        with torch.inference_mode():
-            z = encode(x)
-        z = z.detach().float().cpu()
-        if z.ndim != 2 or len(z) != len(batch):
-            raise DataError(
-                f"encode: output: expected a ({len(batch)}, d) tensor, got shape {tuple(z.shape)}"
-            )
-        if normalize:
-            z = torch.nn.functional.normalize(z, dim=1)
-        chunks.append(z.numpy().astype(np.float32, copy=False))
-        ok.extend(batch_paths)
-        batch.clear()
-        batch_paths.clear()
-
-    with tqdm(total=len(paths), desc="embedding images", unit="img", disable=not progress) as bar:
-        for p in paths:
-            try:
-                batch.append(load(p, image_size))
-                batch_paths.append(p)
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                failures.append((p, f"{type(exc).__name__}: {exc}"))
-                bar.set_postfix(skipped=len(failures))
-            if len(batch) >= batch_size:
-                flush()
-            bar.update(1)
-        if batch:
-            flush()
-    if failures:
-        log.warning(
-            "skipped %d of %d image files (unreadable); first: %s: %s",
-            len(failures),
-            len(paths),
-            failures[0][0],
-            failures[0][1],
-        )
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
-    return emb, ok, failures
-
-
-# ---- result grids ----------------------------------------------------------------------------
-PAD = 6  # pixels around every cell
-GAP = 12  # extra space between the query and its results
-CAPTION = 16  # caption strip under each thumbnail
-BORDER = 4  # width of the green/red correctness frame
-
-
-def grid_size(n_results: int, thumb: int = 96, rows: int = 1) -> tuple[int, int]:
-    """(width, height) of a grid: ``PAD + (1 + n)(thumb + PAD) + GAP`` by ``rows(thumb + CAPTION + PAD) + PAD``."""
-    return PAD + (1 + n_results) * (thumb + PAD) + GAP, rows * (thumb + CAPTION + PAD) + PAD
-
-
-def _thumbnail(img: Image.Image | str | os.PathLike, thumb: int) -> Image.Image:
-    if not isinstance(img, Image.Image):
-        try:
-            with Image.open(img) as f:
-                f.load()
-                img = f.convert("RGB")
-        except (OSError, ValueError) as exc:
-            log.warning("result grid: could not read %s (%s); drawing a grey tile", img, exc)
-            return Image.new("RGB", (thumb, thumb), (200, 200, 200))
-    return ImageOps.pad(img.convert("RGB"), (thumb, thumb), color=(255, 255, 255))
-
-
-def _fit_text(draw, text: str, width: int) -> str:
-    if draw.textlength(text) <= width:
-        return text
-    while text and draw.textlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
-
-
-def _draw_row(canvas: Image.Image, y: int, query, results, thumb: int) -> None:
-    from PIL import ImageDraw
-
-    draw = ImageDraw.Draw(canvas)
-    cells = [(query, "query", None)] + list(results)
-    for j, (img, caption, is_match) in enumerate(cells):
-        x = PAD + j * (thumb + PAD) + (GAP if j else 0)
-        canvas.paste(_thumbnail(img, thumb), (x, y))
-        if is_match is not None:
-            colour = (30, 160, 60) if is_match else (210, 40, 40)
-            draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], outline=colour, width=BORDER)
-        else:
-            draw.rectangle([x, y, x + thumb - 1, y + thumb - 1], outline=(190, 190, 190), width=1)
-        draw.text((x + 1, y + thumb + 2), _fit_text(draw, str(caption), thumb - 2), fill=(0, 0, 0))
-
-
-def draw_grid(
-    query_img: Image.Image | str | os.PathLike,
-    results: Sequence[tuple],
-    out_path: str | os.PathLike,
-    thumb: int = 96,
-) -> Path:
-    """Save a PNG: the query at left, then ``(image or path, caption, is_match)`` results in rank order.
-
-    ``is_match`` True/False draws a green/red frame; None draws a neutral one. Size: :func:`grid_size`.
-    """
-    return draw_grid_rows([(query_img, results)], out_path, thumb)
-
-
-def draw_grid_rows(rows: Sequence[tuple], out_path: str | os.PathLike, thumb: int = 96) -> Path:
-    """Save a PNG with one :func:`draw_grid` row per ``(query_img, results)`` pair, stacked."""
-    if not rows:
-        raise ValueError("rows: expected at least one (query_img, results) row")
-    n = max(len(results) for _, results in rows)
-    canvas = Image.new("RGB", grid_size(n, thumb, len(rows)), (255, 255, 255))
-    for i, (query, results) in enumerate(rows):
-        _draw_row(canvas, PAD + i * (thumb + CAPTION + PAD), query, results, thumb)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out, format="PNG")
-    return out

@@ -125,7 +125,7 @@ class Manifest:
 
     @classmethod
     def of_folder(cls, folder: str | os.PathLike) -> Manifest:
-        from .files import list_image_files
+        from .image_folders import list_image_files
 
         root = Path(folder)
         paths = list_image_files(root)
@@ -381,7 +381,7 @@ def embed_shards(
     fingerprint in ``model_info`` is still checked against the folder's when it does). Finished
     shards are skipped; unreadable files are skipped and counted in each shard's marker.
     """
-    from .files import embed_image_files, image_items
+    from .image_folders import embed_image_files, image_items
 
     say = echo or (lambda s: None)
     out = check_out_folder(out)

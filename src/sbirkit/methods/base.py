@@ -14,7 +14,8 @@ supervised pair-batch method (the shape of PyTorch Lightning's ``LightningModule
 * :meth:`Method.validation_protocol`: how validation data is scored, when the method needs its
   own protocol (adapting on each validation task first);
 * :meth:`Method.validation_metrics`: the method's own model-selection numbers when there is no
-  validation data (a data-free method).
+  validation data (a data-free method), and :meth:`Method.validation_metric_names`, their names
+  (checked against ``eval.select`` before training).
 
 Evaluation embeds with ``method.encoder`` (``encode_sketch`` / ``encode_photo``, L2-normalised).
 """
@@ -160,6 +161,12 @@ class Method(nn.Module):
     def validation_metrics(self, ctx: SetupContext) -> dict[str, float] | None:
         """Model-selection numbers of the method's own (e.g. on generated data), used when there is
         no validation data; None = no selection."""
+        return None
+
+    def validation_metric_names(self) -> list[str] | None:
+        """The names :meth:`validation_metrics` returns, so the trainer checks ``eval.select``
+        against them before the first step; None = not known until they are computed (checked at
+        the first validation)."""
         return None
 
     # ---- helpers for training steps -------------------------------------------------------------

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..losses import ContrastiveLoss, CrossModalTripletLoss, MiningSchedule
-from . import register_method
 from .base import Method, SamplerSpec
+from .registry import register_method
 
 if TYPE_CHECKING:
     from ..engine.context import StepContext

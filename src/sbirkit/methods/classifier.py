@@ -6,8 +6,8 @@
   These are the teachers of data-free SBIR (:mod:`sbirkit.methods.crossx_dfl`); the presets
   ``classifier-synthetic-photo`` and ``classifier-synthetic-sketch`` train them on the built-in
   data. The classes are those with at least one training sample of the modality, in the
-  dataset's order; their names are saved in every checkpoint (the ``class_names`` buffer, read
-  back by :func:`class_names_of`), so a run is a self-contained teacher.
+  dataset's order; their names are saved in every checkpoint (the ``class_names`` buffer:
+  ``load_run(run)[0].class_names``), so a run is a self-contained teacher.
 * ``modality_discriminator``: one logit, photo (1) vs sketch (0), trained with binary
   cross-entropy on pair batches; CrossX-DFL's modality guidance (``docs/data_free.md``).
 
@@ -29,8 +29,8 @@ from torch import nn
 
 from ..engine.protocols import Protocol
 from ..errors import ConfigError, DataError
-from . import register_method
 from .base import Method, SamplerSpec
+from .registry import register_method
 
 MODALITIES = ("photo", "sketch")
 
@@ -211,16 +211,6 @@ class Classifier(Method):
 
     def validation_metric_names(self):
         return [self.metric_name]
-
-
-def class_names_of(run_dir, which: str = "best") -> list[str]:
-    """The class list saved with a ``classifier`` run."""
-    from ..engine import load_run
-
-    method, _ = load_run(run_dir, which)
-    if not isinstance(method, Classifier):
-        raise ConfigError(f"{run_dir}: expected a run of method 'classifier', got {type(method).__name__}")
-    return method.class_names
 
 
 @register_method("modality_discriminator", "photo vs sketch, for CrossX-DFL's modality guidance")

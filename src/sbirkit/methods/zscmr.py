@@ -30,8 +30,8 @@ from torch import nn
 
 from ..errors import DataError
 from ..losses import MINING, bidirectional_triplet_loss, create_distance
-from . import register_method
 from .base import Method, SamplerSpec
+from .registry import register_method
 
 if TYPE_CHECKING:
     from ..engine.context import SetupContext, StepContext

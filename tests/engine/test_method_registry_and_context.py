@@ -1,0 +1,80 @@
+"""Phase 2 of issue 21: the method registry in a leaf module, a method asking its context for
+another run (``ctx.load_run``) instead of importing the runner, ``validation_metric_names`` on
+``Method``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tiny_pairs  # noqa: F401  (registers the tiny_pairs dataset)
+from runs_helper import tiny_config
+
+from sbirkit.engine import ConfigError, Trainer
+from sbirkit.engine.context import SetupContext
+from sbirkit.methods import Method, register_method
+from sbirkit.methods import registry as method_registry
+from sbirkit.methods.baseline import Triplet
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def test_the_registry_is_a_leaf_and_the_package_face_re_exports_it():
+    assert register_method is method_registry.register_method
+    # a fresh interpreter that imports only the leaf finds every built-in method (Python runs the
+    # package face first, and the face imports them)
+    code = ("from sbirkit.methods.registry import list_methods, method_class; "
+            "print(' '.join(list_methods())); print(method_class('triplet').__name__)")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    names, cls = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env=env).stdout.splitlines()
+    assert {"triplet", "siamese", "triplet_sn", "zscmr", "classifier", "crossx_dfl", "adaptive_fg"} <= set(names.split())
+    assert cls == "Triplet"
+
+
+class UsesAnotherRun(Triplet):
+    """A triplet method that reads another run in setup, through its context."""
+
+    seen: dict = {}
+
+    @dataclass
+    class Options(Triplet.Options):
+        other_run: str = ""
+
+    def setup(self, ctx):
+        method, config = ctx.load_run(self.options.other_run)
+        UsesAnotherRun.seen = {"method": type(method).__name__, "device": str(next(method.parameters()).device),
+                               "classes": config["data"]["options"]["num_classes"]}
+        super().setup(ctx)
+
+
+def test_a_method_loads_another_run_through_its_context(tmp_path):
+    first = tmp_path / "first"
+    Trainer(tiny_config("train.steps=4", "train.eval_every=4"), first).fit()
+    Trainer(tiny_config("train.steps=2", "train.eval_every=2", f"method.name={__name__}:UsesAnotherRun",
+                        f"method.other_run={first}"), tmp_path / "second").fit()
+    assert UsesAnotherRun.seen == {"method": "Triplet", "device": "cpu", "classes": 4}
+    # a context nobody gave a loader says so in one line
+    with pytest.raises(ConfigError, match="cannot load other runs"):
+        SetupContext.for_dataset(None).load_run(first)
+
+
+class NamedMetrics(Triplet):
+    def validation_metrics(self, ctx):
+        return {"mine/score": 1.0}
+
+    def validation_metric_names(self):
+        return ["mine/score"]
+
+
+def test_validation_metric_names_is_a_method_hook_checked_before_training(tmp_path):
+    assert "validation_metric_names" in vars(Method)  # declared on the base class, default None
+    name = f"{__name__}:NamedMetrics"
+    cfg = tiny_config(f"method.name={name}", "data.val_split=null", "eval.select=other/score")
+    with pytest.raises(ConfigError, match=rf"eval.select: 'other/score' is not among the validation metrics of "
+                                          rf"method '{name}' \(mine/score\)"):
+        Trainer(cfg, tmp_path / "r").check()
