@@ -72,7 +72,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import ConfigError, DataError, UsageError
-from ..losses.regularizers import DOMAIN_MODES, CosineClassifier, domain_discriminator, domain_terms, reverse_gradient
+from ..losses.regularizers import CosineClassifier, domain_discriminator, domain_terms
 from . import register_method
 from .base import Method
 
@@ -86,8 +86,7 @@ ALPHAS = ("none", "scalar", "per_parameter")
 REGULARIZERS = ("d", "c", "s", "ud")
 STRATEGIES = ("meta", "none", "finetune_head", "finetune_all")
 CLASSIFIERS = ("cosine", "linear")
-__all__ = ["AdaptiveFG", "AdaptedEncoder", "FunctionalLearner", "MarginNet", "reverse_gradient", "smooth_hinge",
-           "triplet_loss"]
+__all__ = ["AdaptiveFG", "AdaptedEncoder", "FunctionalLearner", "MarginNet", "smooth_hinge", "triplet_loss"]
 GROUP_BY = ("class", "user")
 
 # the baselines of the paper as overrides of an adaptive_fg preset (BENCHMARKS.md, docs/adaptive_fg.md);
@@ -315,9 +314,6 @@ class AdaptiveFG(Method):
         w_s: float = 0.1
         w_ud: float = 0.1
         ud_margin: float = 0.2  # mu' of L_ud
-        d_mode: str = "confusion"  # L_D: confusion (D on detached features, F towards D's 1/2) | reversal (the
-        # paper's gradient reversal on D's BCE: F maximises an unbounded loss; docs/adaptive_fg.md)
-        grl_scale: float = 1.0  # the gradient-reversal factor of L_D (d_mode: reversal)
         c_mode: str = "cosine"  # L_C: cosine (scale * cos(F, w_c), learned scale) | linear (on raw features)
         c_scale: float = 10.0  # the cosine classifier's starting scale
         reg_ramp_steps: int = 0  # the regularisers' weights rise linearly from 0 to w_* over this many steps
@@ -348,7 +344,7 @@ class AdaptiveFG(Method):
                                        ("learn_alpha", o.learn_alpha, ALPHAS),
                                        ("finetune_optimizer", o.finetune_optimizer, ("adam", "sgd")),
                                        ("feature_norm", o.feature_norm, ("auto", "running", "batch")),
-                                       ("d_mode", o.d_mode, DOMAIN_MODES), ("c_mode", o.c_mode, CLASSIFIERS)):
+                                       ("c_mode", o.c_mode, CLASSIFIERS)):
             if value not in allowed:
                 raise ConfigError(f"method.{option}: expected one of {', '.join(allowed)}, got {value!r}")
         if o.strategy is not None and o.strategy not in STRATEGIES:
@@ -633,12 +629,9 @@ class AdaptiveFG(Method):
         o, out = self.options, {}
         feats = torch.cat([f_sketch, f_photo])
         if "d" in self.active_regularizers:
-            terms = domain_terms(self.discriminator, f_sketch, f_photo, o.d_mode, float(o.grl_scale))
-            if o.d_mode == "reversal":  # one term: D descends it, F (through the reversal) ascends it
-                out["reg_d"] = terms["disc"]
-            else:  # D's own loss (reaches D only) and F's bounded confusion term
-                out["disc"], out["reg_d"] = terms["disc"], terms["confusion"]
-            out["d_acc"] = terms["accuracy"]
+            # D's own loss (reaches D only) and F's bounded confusion term (reaches F only)
+            terms = domain_terms(self.discriminator, f_sketch, f_photo)
+            out["disc"], out["reg_d"], out["d_acc"] = terms["disc"], terms["confusion"], terms["accuracy"]
         if "c" in self.active_regularizers or "s" in self.active_regularizers:
             targets = self.class_lookup[labels].repeat(2)
             known = targets >= 0
