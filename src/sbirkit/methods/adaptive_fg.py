@@ -21,21 +21,26 @@ or a new person's drawing style from k sketch-photo pairs, with one gradient ste
   and the outer (query) loss keeps a fixed margin ``outer_margin`` (mu is then learned only through
   what it does to the adapted head). beta = squared Euclidean distance of unit embeddings.
 * **Outer-loop regularisers on F's features** (each with a weight ``w_*`` and listed in
-  ``regularizers`` to be on), the poster's equations:
+  ``regularizers`` to be on; the forms in :mod:`sbirkit.losses.regularizers`, docs/adaptive_fg.md):
 
-  - ``d``: L_D = t log D(F(I)) + (1 - t) log(1 - D(F(I))), a sketch-vs-photo discriminator through
-    a gradient-reversal layer (D learns the domain, F learns to hide it: a smaller domain gap);
-  - ``c``: L_C = CrossEntropy(c_l, softmax(C(F(I)))), a classifier over the meta-train categories;
+  - ``d``: L_D, the poster's sketch-vs-photo discriminator D, trained on detached features, with F
+    trained towards D's confusion (a bounded loss whose push vanishes once D cannot tell);
+  - ``c``: L_C, cross-entropy of a classifier over the meta-train categories: a cosine classifier
+    on normalised features with a learned scale (``c_mode: cosine``) or the poster's linear one;
   - ``s``: L_S = 1/2 (1 - cos(G(F(I)), S_w)), a decoder regressing the class-name vector S_w
     (:func:`sbirkit.semantics.class_vectors`, ``semantic`` source);
   - ``ud``: L_ud = max{0, beta'+ - beta'- + mu'}, an intra-category triplet in F's (normalised)
     space, for single-category tasks such as shoes.
 
-  ``c`` and ``s`` need two meta-train categories or more and are skipped (recorded in
-  :attr:`AdaptiveFG.active_regularizers`) with one.
+  Their weights rise from 0 over ``reg_ramp_steps``; ``reg_gate`` drops them on tasks whose outer
+  loss is already at most that value (where they would act unopposed). ``c`` and ``s`` need two
+  meta-train categories or more and are skipped (recorded in :attr:`AdaptiveFG.active_regularizers`)
+  with one. Collapse monitors (:mod:`sbirkit.methods.adaptive_monitors`) are added to every
+  validation record.
 * **Tasks** (:meth:`AdaptiveFG.train_source`): the engine's episode source over the meta-train
   groups only: ``group_by: class`` (a task = one category) or ``user`` (one user's sketches,
-  ``Sample.user_id``); each task has ``k_support`` + ``k_query`` disjoint (sketch, own photo) pairs.
+  ``Sample.user_id``; with ``within_class`` one user's sketches of one category); each task has
+  ``k_support`` + ``k_query`` disjoint (sketch, own photo) pairs.
   The inner loop's negatives for a support sketch are the other support photos (the paper's "another
   photo of the same category"; a 1-shot task borrows one more photo of the task): not the query
   photos, which an inner step would otherwise push the task's sketches away from. The outer loss
