@@ -532,6 +532,14 @@ class AdaptiveFG(Method):
         return {"run": str(run), "which": which, "loaded": len(loaded),
                 "skipped": sorted(k for k in mine if k not in loaded)}
 
+    def init_heads(self, kind: str, training_features):
+        """``train.head_init`` (e.g. PCA) for a run of its own; a run whose head came from
+        ``init_from`` keeps that head (the preset's ``pca`` serves its baseline)."""
+        loaded = self.init_record is not None and not any(k.startswith("head.") for k in self.init_record["skipped"])
+        if kind != "default" and loaded:
+            return {"kind": kind, "skipped": "the head was loaded from method.init_from"}
+        return super().init_heads(kind, training_features)
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Rebuild the class-dependent modules from a checkpoint's shapes, then load (no dataset needed)."""
         if self.class_lookup is None and "class_lookup" in state_dict:
