@@ -153,6 +153,8 @@ class MonitoredProtocol(Protocol):
 
     def validate(self, evaluator: Any, split: str, ev: Any) -> dict[str, Any]:
         flat: dict[str, Any] = dict(self.inner.validate(evaluator, split, ev))
+        if not flat:  # nothing to validate on (the trainer then skips the record): no monitors either
+            return flat
         values = self.monitor(evaluator, split)
         flat.update({k if k.startswith(PREFIX) else PREFIX + k: float(v) for k, v in values.items()})
         if self.watch is not None:
