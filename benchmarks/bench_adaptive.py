@@ -69,8 +69,9 @@ VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strat
             "ours_no_d": {"overrides": [], "without": "d", "strategy": "meta", "from_baseline": True},
             # the baseline trained as long as the runs that start from it: what the extra steps alone give
             "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True}}
-MAIN = ["ours", "ours_k1", "ours_k10", "ours_without_step", "ours_no_reg", "no_adaptation", "finetune_head",
-        "finetune_all", "baseline_longer", "baseline_reg", "maml", "maml_fo", "anil", "upper_bound"]
+# the synthetic tables' rows (issue 18); --variants adds others of VARIANTS (ours_k1, ours_k10, maml_fo, ...)
+MAIN = ["ours", "ours_without_step", "ours_no_reg", "ours_no_d", "no_adaptation", "finetune_head", "finetune_all",
+        "baseline_longer", "maml", "anil", "upper_bound"]
 ABLATION_PRESET = "adaptive_fg-synthetic"
 ABLATION_FIXED = [  # (row, overrides of the preset) -- ours with one thing changed
     ("no regulariser", ["method.regularizers=[]"]),
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="train.steps override (default: the presets')")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--qmul-draws", type=int, default=20, help="support draws per task in the qmul part")
+    p.add_argument("--variants", nargs="+", default=MAIN, choices=sorted(VARIANTS),
+                   help="the synthetic parts' rows (default: %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -392,10 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for part in args.parts:
         if part == "synthetic":
-            results[part] = suite(args.out, part, "adaptive_fg-synthetic", MAIN, (1, 5, 10), args.seeds, extra)
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic", args.variants, (1, 5, 10), args.seeds, extra)
             tables.append(suite_table("Synthetic, new categories (category-level tasks)", results[part]))
         elif part == "synthetic_users":
-            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", MAIN, (1, 5, 10), args.seeds, extra)
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", args.variants, (1, 5, 10), args.seeds,
+                                  extra)
             tables.append(suite_table("Synthetic, new drawing style (user-level tasks)", results[part]))
         elif part == "ablation":
             results[part] = ablation(args.out, args.seeds, extra)
