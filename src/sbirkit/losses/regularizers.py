@@ -36,14 +36,9 @@ def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, half) - math.log(2.0)
 
 
-def domain_discriminator(in_dim: int, hidden: int = 128, spectral_norm: bool = False) -> nn.Module:
-    """D: a two-layer MLP from a feature to one logit (sketch = 1, photo = 0). ``spectral_norm``:
-    each layer's weight divided by its largest singular value (Miyato et al., ICLR 2018), so D is
-    1-Lipschitz and the confusion gradient on a feature is at most 1/2 per sample however sure D is."""
-    layers = [nn.Linear(int(in_dim), int(hidden)), nn.ReLU(), nn.Linear(int(hidden), 1)]
-    if spectral_norm:
-        layers = [nn.utils.parametrizations.spectral_norm(m) if isinstance(m, nn.Linear) else m for m in layers]
-    return nn.Sequential(*layers)
+def domain_discriminator(in_dim: int, hidden: int = 128) -> nn.Module:
+    """D: a two-layer MLP from a feature to one logit (sketch = 1, photo = 0)."""
+    return nn.Sequential(nn.Linear(int(in_dim), int(hidden)), nn.ReLU(), nn.Linear(int(hidden), 1))
 
 
 def domain_terms(discriminator: nn.Module, f_sketch: torch.Tensor, f_photo: torch.Tensor) -> dict[str, torch.Tensor]:

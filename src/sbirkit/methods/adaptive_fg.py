@@ -319,7 +319,6 @@ class AdaptiveFG(Method):
         w_s: float = 0.1
         w_ud: float = 0.1
         ud_margin: float = 0.2  # mu' of L_ud
-        d_spectral_norm: bool = False  # L_D's discriminator 1-Lipschitz (its push on F bounded however sure it is)
         c_mode: str = "cosine"  # L_C: cosine (scale * cos(F, w_c), learned scale) | linear (on raw features)
         c_scale: float = 10.0  # the cosine classifier's starting scale
         reg_ramp_steps: int = 0  # the regularisers' weights rise linearly from 0 to w_* over this many steps
@@ -395,8 +394,7 @@ class AdaptiveFG(Method):
         self.margin_net = MarginNet(self.feature_dim, int(o.margin_hidden), float(o.inner_margin)) \
             if o.margin == "learned" else None
         hidden = int(o.reg_hidden)
-        self.discriminator = domain_discriminator(self.feature_dim, hidden, bool(o.d_spectral_norm)) \
-            if "d" in self.regularizers else None
+        self.discriminator = domain_discriminator(self.feature_dim, hidden) if "d" in self.regularizers else None
         # built by setup() from the training classes, or by load_state_dict() from a checkpoint
         self.register_buffer("class_lookup", None)
         self.register_buffer("semantic", None)
