@@ -68,10 +68,14 @@ VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strat
             # ours without L_D (the preset's other regularisers kept; resolved per preset by without())
             "ours_no_d": {"overrides": [], "without": "d", "strategy": "meta", "from_baseline": True},
             # the baseline trained as long as the runs that start from it: what the extra steps alone give
-            "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True}}
-# the synthetic tables' rows (issue 18); --variants adds others of VARIANTS (ours_k1, ours_k10, maml_fo, ...)
-MAIN = ["ours", "ours_without_step", "ours_no_reg", "ours_no_d", "no_adaptation", "finetune_head", "finetune_all",
-        "baseline_longer", "maml", "anil", "upper_bound"]
+            "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True},
+            # ours with the paper's regularisers (the preset's "-paper" twin), from the same baseline
+            "ours_paper": {"overrides": [], "paper": True, "strategy": "meta", "from_baseline": True}}
+# the synthetic tables' rows (issue 18); --variants adds others of VARIANTS (ours_k1, ours_k10, maml_fo, ...).
+# Rows that resolve to ours' own run (ours_no_reg, ours_no_d when the preset has no regulariser) are dropped.
+MAIN = ["ours", "ours_without_step", "ours_paper", "ours_no_reg", "ours_no_d", "no_adaptation", "finetune_head",
+        "finetune_all", "baseline_longer", "maml", "anil", "upper_bound"]
+PAPER_KEYS = ("regularizers", "w_d", "w_c", "w_s", "w_ud", "c_mode")
 ABLATION_PRESET = "adaptive_fg-synthetic"
 ABLATION_FIXED = [  # (row, overrides of the preset) -- ours with one thing changed
     ("no regulariser", ["method.regularizers=[]"]),
@@ -99,12 +103,41 @@ def ablation_rows(preset: str = ABLATION_PRESET) -> list[tuple[str, list[str]]]:
     return rows + [row for row in ABLATION_FIXED if not (row[0] == "no regulariser" and not regs)]
 
 
+def paper_overrides(preset: str) -> list[str]:
+    """The overrides that turn ``preset`` into its ``-paper`` twin (the paper's regularisers)."""
+    ours, paper = load_preset(preset)["method"], load_preset(f"{preset}-paper")["method"]
+    out = []
+    for key in PAPER_KEYS:
+        if paper.get(key) != ours.get(key):
+            value = paper.get(key)
+            out.append(regularizers_override(list(value or [])) if key == "regularizers" else f"method.{key}={value}")
+    return out
+
+
 def variant_overrides(spec: dict[str, Any], preset: str) -> list[str]:
-    """A variant's overrides; ``without`` drops one regulariser from the preset's own set."""
+    """A variant's overrides; ``without`` drops one regulariser from the preset's own set; ``paper``
+    takes the regulariser options of the preset's ``-paper`` twin."""
+    if spec.get("paper"):
+        return [*spec["overrides"], *paper_overrides(preset)]
     if "without" not in spec:
         return list(spec["overrides"])
     return [*spec["overrides"], regularizers_override([r for r in preset_regularizers(preset)
                                                        if r != spec["without"]])]
+
+
+def distinct_variants(variants: list[str], preset: str) -> list[str]:
+    """``variants`` without those whose run, test-time strategy and baseline are another's (e.g.
+    ours_no_reg when the preset ships no regulariser): the same model would be listed twice."""
+    seen, out = set(), []
+    for v in variants:
+        spec = VARIANTS[v]
+        config = apply_overrides(load_preset(preset), variant_overrides(spec, preset))
+        key = (json.dumps(config, sort_keys=True, default=str), spec["strategy"], bool(spec.get("from_baseline")))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(v)
+    return out
 FINETUNE_GRID = {"steps": (1, 3, 10, 30), "adam": (1e-4, 1e-3, 1e-2), "sgd": (1e-3, 1e-2, 1e-1)}
 MONITORS = ("effective_rank", "photo_spread", "feature_spread", "modality_cosine")
 
@@ -229,7 +262,7 @@ def suite(out: Path, name: str, preset: str, variants: list[str], ks: tuple[int,
     """Train every variant for every seed and score it at every k (fine-tuning tuned on validation)."""
     results: dict[str, Any] = {"preset": preset, "ks": list(ks), "seeds": seeds, "draws": draws, "variants": {}}
     tuned: dict[str, Any] = {}
-    for v in variants:
+    for v in distinct_variants(variants, preset):
         spec = VARIANTS[v]
         rows = {str(k): [] for k in ks}
         seconds, monitored = [], []
@@ -330,12 +363,13 @@ def ablation_table(res: dict[str, Any], baseline: list[float] | None) -> str:
 QMUL = ["ours", "ours_without_step", "ours_no_d", "no_adaptation", "finetune_head", "baseline_longer"]
 
 
-def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str], draws: int = 20) -> dict[str, Any]:
+def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str], draws: int = 20,
+         ks: tuple[int, ...] = (5, 10)) -> dict[str, Any]:
     root = shared / "qmul_v1"
     cache = out / "qmul-feature-cache"
     res = {}
     for preset, name in (("adaptive_fg-qmul_v1", "shoes -> chairs"), ("adaptive_fg-qmul_v1_chairs", "chairs -> shoes")):
-        res[name] = suite(out, name, preset, QMUL, (5, 10), seeds,
+        res[name] = suite(out, name, preset, QMUL, ks, seeds,
                           [f"data.root={root}", f"train.feature_cache={cache}", *extra], draws=draws)
     return res
 
@@ -385,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qmul-draws", type=int, default=20, help="support draws per task in the qmul part")
     p.add_argument("--variants", nargs="+", default=MAIN, choices=sorted(VARIANTS),
                    help="the synthetic parts' rows (default: %(default)s)")
+    p.add_argument("--ks", type=int, nargs="+", default=None,
+                   help="support sizes of the synthetic (1 5 10) and qmul (5 10) parts (default: those)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -395,11 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for part in args.parts:
         if part == "synthetic":
-            results[part] = suite(args.out, part, "adaptive_fg-synthetic", args.variants, (1, 5, 10), args.seeds, extra)
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic", args.variants, tuple(args.ks or (1, 5, 10)),
+                                  args.seeds, extra)
             tables.append(suite_table("Synthetic, new categories (category-level tasks)", results[part]))
         elif part == "synthetic_users":
-            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", args.variants, (1, 5, 10), args.seeds,
-                                  extra)
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", args.variants,
+                                  tuple(args.ks or (1, 5, 10)), args.seeds, extra)
             tables.append(suite_table("Synthetic, new drawing style (user-level tasks)", results[part]))
         elif part == "ablation":
             results[part] = ablation(args.out, args.seeds, extra)
@@ -409,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "qmul":
             if args.shared is None:
                 p.error("--parts qmul needs --shared ../shared/data")
-            results[part] = qmul(args.out, args.shared, args.seeds, extra, args.qmul_draws)
+            results[part] = qmul(args.out, args.shared, args.seeds, extra, args.qmul_draws, tuple(args.ks or (5, 10)))
             for name, res in results[part].items():
                 tables.append(suite_table(f"QMUL-V1 {name}", res))
         elif part == "cost":

@@ -43,3 +43,13 @@ def test_monitors_read_the_first_and_last_validation(bench, tmp_path):
     assert m["best_step"] == 100 and m["best_val_acc@1"] == 0.5 and m["warnings"] == 1
     assert bench.monitor_cells([m, m]) == "20.0 → 5.0 | 0.30"
     assert bench.monitor_cells([{}]) == "- | -" and bench.monitors(tmp_path / "none") == {}
+
+
+def test_paper_rows_take_the_paper_twins_regularisers_and_duplicates_of_ours_are_dropped(bench):
+    paper = bench.paper_overrides("adaptive_fg-synthetic")
+    assert "method.regularizers=[d, c, s]" in paper and "method.c_mode=linear" in paper
+    assert "method.regularizers=[d, c, s, ud]" in bench.paper_overrides("adaptive_fg-synthetic_users")
+    # the shipped presets have no regulariser: "ours without regularisers / without L_D" is ours itself
+    rows = bench.distinct_variants(["ours", "ours_no_reg", "ours_no_d", "ours_paper", "ours_without_step"],
+                                   "adaptive_fg-synthetic")
+    assert rows == ["ours", "ours_paper", "ours_without_step"]
