@@ -9,10 +9,12 @@ adaptation protocol (:class:`sbirkit.engine.adaptation.AdaptationProtocol`: task
 categories or users, 5 seeded support draws, the same draws for every model), so differences are
 paired by training seed. Parts (``--parts``):
 
-* ``synthetic``: category-level tasks (adaptive_fg-synthetic), k = 1, 5, 10, ours against no
-  adaptation, head fine-tuning, fine-tuning everything (steps and learning rate of both tuned on
-  the validation categories), MAML (second and first order), ANIL (fixed margin), baseline +
-  regularisers, and the upper bound trained on the new categories' training split;
+* ``synthetic``: category-level tasks (adaptive_fg-synthetic), k = 1, 5, 10 (``--ks``), ours against
+  its own model without the test-time step, ours with the paper's regularisers (the preset's
+  ``-paper`` twin), no adaptation, head fine-tuning, fine-tuning everything (steps and learning
+  rate of both tuned on the validation categories), the baseline trained as long, MAML, ANIL
+  (fixed margin), and the upper bound trained on the new categories' training split (``--variants``
+  picks rows; rows that would train ours' own configuration again are dropped);
 * ``synthetic_users``: the same on user-level tasks (adaptive_fg-synthetic_users);
 * ``ablation``: category level, k = 5: each regulariser of the preset removed, no regulariser, fixed
   margin, inner steps 0, 2, 3; with the collapse monitors' values at the end of each run;
