@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+
 def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of sigmoid(logits) against 1/2, minus ln 2: 0 at logit 0, >= 0 everywhere,
     gradient ``(sigmoid(z) - 1/2) / n``."""

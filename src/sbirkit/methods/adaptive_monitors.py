@@ -61,7 +61,7 @@ def probe_tasks(method: AdaptiveFG, evaluator: Any) -> list[dict[str, Any]]:
         labels = torch.tensor([s.class_index for s, _ in pairs], dtype=torch.long)
         ids = batch["photo_id"]
 
-        def side(lo: int, hi: int) -> dict[str, Any]:
+        def side(lo: int, hi: int, batch=batch, ids=ids, labels=labels) -> dict[str, Any]:
             return {"sketch": batch["sketch"][lo:hi], "photo": batch["photo"][lo:hi], "photo_index": ids[lo:hi],
                     "label": labels[lo:hi]}
 
