@@ -9,15 +9,18 @@ adaptation protocol (:class:`sbirkit.engine.adaptation.AdaptationProtocol`: task
 categories or users, 5 seeded support draws, the same draws for every model), so differences are
 paired by training seed. Parts (``--parts``):
 
-* ``synthetic``: category-level tasks (adaptive_fg-synthetic), k = 1, 5, 10, ours against no
-  adaptation, head fine-tuning, fine-tuning everything (steps and learning rate of both tuned on
-  the validation categories), MAML (second and first order), ANIL (fixed margin), baseline +
-  regularisers, and the upper bound trained on the new categories' training split;
+* ``synthetic``: category-level tasks (adaptive_fg-synthetic), k = 1, 5, 10 (``--ks``), ours against
+  its own model without the test-time step, ours with the paper's regularisers (the preset's
+  ``-paper`` twin), no adaptation, head fine-tuning, fine-tuning everything (steps and learning
+  rate of both tuned on the validation categories), the baseline trained as long, MAML, ANIL
+  (fixed margin), and the upper bound trained on the new categories' training split (``--variants``
+  picks rows; rows that would train ours' own configuration again are dropped);
 * ``synthetic_users``: the same on user-level tasks (adaptive_fg-synthetic_users);
-* ``ablation``: category level, k = 5: each regulariser removed, no regulariser, fixed margin,
-  alpha fixed / per parameter, inner steps 0, 2, 3, 5;
+* ``ablation``: category level, k = 5: each regulariser of the preset removed, no regulariser, fixed
+  margin, inner steps 0, 2, 3; with the collapse monitors' values at the end of each run;
 * ``qmul``: QMUL-V1 shoes -> chairs and chairs -> shoes (adaptive_fg-qmul_v1, _chairs), k = 5, 10,
-  ours against no adaptation and head fine-tuning (needs ``--shared``);
+  ``--qmul-draws`` (20) support draws, ours against no adaptation, head fine-tuning, the baseline
+  trained as long, ours without its test-time step and ours without L_D (needs ``--shared``);
 * ``cost``: adaptation time per task and memory over 1,000 adaptations (tiny_cnn and the cached
   EfficientNet-Lite0 model when a QMUL run exists).
 
@@ -26,6 +29,10 @@ Runs are kept under ``--out`` (a finished run is reused, so an interrupted bench
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adaptive.py --out runs/bench_adaptive --seeds 0 1 2
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_adaptive.py --parts qmul --shared ../shared/data
+
+Every table row of a trained model also reports the collapse monitors of its run (docs/adaptive_fg.md):
+the effective rank of F's features and the photo spread at the end of training, against the
+values at the start (the baseline it starts from).
 """
 
 from __future__ import annotations
@@ -61,25 +68,81 @@ VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strat
             "ours_without_step": {"overrides": [], "strategy": "none", "from_baseline": True},
             # ours without the regularisers (the ablation's row, in the main table)
             "ours_no_reg": {"overrides": ["method.regularizers=[]"], "strategy": "meta", "from_baseline": True},
+            # ours without L_D (the preset's other regularisers kept; resolved per preset by without())
+            "ours_no_d": {"overrides": [], "without": "d", "strategy": "meta", "from_baseline": True},
             # the baseline trained as long as the runs that start from it: what the extra steps alone give
-            "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True}}
-MAIN = ["ours", "ours_k1", "ours_k10", "ours_without_step", "ours_no_reg", "no_adaptation", "finetune_head",
-        "finetune_all", "baseline_longer", "baseline_reg", "maml", "maml_fo", "anil", "upper_bound"]
-ABLATION = [  # (row, overrides of the preset) -- ours with one thing changed
-    ("ours (L_D + L_C + L_S, learned margin, scalar alpha, 1 step)", []),
-    ("- L_D", ["method.regularizers=[c, s]"]),
-    ("- L_C", ["method.regularizers=[d, s]"]),
-    ("- L_S", ["method.regularizers=[d, c]"]),
+            "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True},
+            # ours with the paper's regularisers (the preset's "-paper" twin), from the same baseline
+            "ours_paper": {"overrides": [], "paper": True, "strategy": "meta", "from_baseline": True}}
+# the synthetic tables' rows (issue 18); --variants adds others of VARIANTS (ours_k1, ours_k10, maml_fo, ...).
+# Rows that resolve to ours' own run (ours_no_reg, ours_no_d when the preset has no regulariser) are dropped.
+MAIN = ["ours", "ours_without_step", "ours_paper", "ours_no_reg", "ours_no_d", "no_adaptation", "finetune_head",
+        "finetune_all", "baseline_longer", "maml", "anil", "upper_bound"]
+PAPER_KEYS = ("regularizers", "w_d", "w_c", "w_s", "w_ud", "c_mode")
+ABLATION_PRESET = "adaptive_fg-synthetic"
+ABLATION_FIXED = [  # (row, overrides of the preset) -- ours with one thing changed
     ("no regulariser", ["method.regularizers=[]"]),
     ("fixed margin (0.2)", ["method.margin=fixed"]),
-    ("alpha fixed (0.5)", ["method.learn_alpha=none"]),
-    ("alpha per parameter (Meta-SGD)", ["method.learn_alpha=per_parameter"]),
     ("inner steps 0", ["method.inner_steps=0"]),
     ("inner steps 2", ["method.inner_steps=2"]),
     ("inner steps 3", ["method.inner_steps=3"]),
-    ("inner steps 5", ["method.inner_steps=5"]),
 ]
+NAMES = {"d": "L_D", "c": "L_C", "s": "L_S", "ud": "L_ud"}
+
+
+def preset_regularizers(preset: str) -> list[str]:
+    return list(load_preset(preset)["method"].get("regularizers") or [])
+
+
+def regularizers_override(regs: list[str]) -> str:
+    return f"method.regularizers=[{', '.join(regs)}]"
+
+
+def ablation_rows(preset: str = ABLATION_PRESET) -> list[tuple[str, list[str]]]:
+    """Ours as the preset ships it, then each of its regularisers removed, then the fixed rows."""
+    regs = preset_regularizers(preset)
+    rows = [(f"ours ({' + '.join(NAMES[r] for r in regs) or 'no regulariser'}, learned margin, 1 step)", [])]
+    rows += [(f"- {NAMES[r]}", [regularizers_override([x for x in regs if x != r])]) for r in regs]
+    return rows + [row for row in ABLATION_FIXED if not (row[0] == "no regulariser" and not regs)]
+
+
+def paper_overrides(preset: str) -> list[str]:
+    """The overrides that turn ``preset`` into its ``-paper`` twin (the paper's regularisers)."""
+    ours, paper = load_preset(preset)["method"], load_preset(f"{preset}-paper")["method"]
+    out = []
+    for key in PAPER_KEYS:
+        if paper.get(key) != ours.get(key):
+            value = paper.get(key)
+            out.append(regularizers_override(list(value or [])) if key == "regularizers" else f"method.{key}={value}")
+    return out
+
+
+def variant_overrides(spec: dict[str, Any], preset: str) -> list[str]:
+    """A variant's overrides; ``without`` drops one regulariser from the preset's own set; ``paper``
+    takes the regulariser options of the preset's ``-paper`` twin."""
+    if spec.get("paper"):
+        return [*spec["overrides"], *paper_overrides(preset)]
+    if "without" not in spec:
+        return list(spec["overrides"])
+    return [*spec["overrides"], regularizers_override([r for r in preset_regularizers(preset)
+                                                       if r != spec["without"]])]
+
+
+def distinct_variants(variants: list[str], preset: str) -> list[str]:
+    """``variants`` without those whose run, test-time strategy and baseline are another's (e.g.
+    ours_no_reg when the preset ships no regulariser): the same model would be listed twice."""
+    seen, out = set(), []
+    for v in variants:
+        spec = VARIANTS[v]
+        config = apply_overrides(load_preset(preset), variant_overrides(spec, preset))
+        key = (json.dumps(config, sort_keys=True, default=str), spec["strategy"], bool(spec.get("from_baseline")))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(v)
+    return out
 FINETUNE_GRID = {"steps": (1, 3, 10, 30), "adam": (1e-4, 1e-3, 1e-2), "sgd": (1e-3, 1e-2, 1e-1)}
+MONITORS = ("effective_rank", "photo_spread", "feature_spread", "modality_cosine")
 
 
 def machine() -> dict[str, Any]:
@@ -143,6 +206,21 @@ def scored(folder: Path, k: int, strategy: str, *, split: str = "test", groups: 
     return result
 
 
+def monitors(folder: Path) -> dict[str, Any]:
+    """The collapse monitors of a run's first and last validation (docs/adaptive_fg.md), and the
+    validation Acc@1 of its best.pt."""
+    path = folder / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    val = [r for r in records if r.get("split") and f"monitor/{MONITORS[0]}" in r]
+    if not val:
+        return {}
+    best = max(val, key=lambda r: (r.get("sketch2photo/acc@1") or -1.0, -r["step"]))
+    return {"start": {m: val[0].get(f"monitor/{m}") for m in MONITORS},
+            "final": {m: val[-1].get(f"monitor/{m}") for m in MONITORS},
+            "best_step": best["step"], "best_val_acc@1": best.get("sketch2photo/acc@1"),
+            "warnings": sum(1 for r in records if r.get("warning"))}
+
+
 def validation_groups(folder: Path) -> list[str]:
     """The groups model selection adapted on: method.val_groups, else the meta-train groups."""
     method, config = load_run(folder)
@@ -183,17 +261,19 @@ def paired(ours: list[float], other: list[float]) -> str:
 
 
 def suite(out: Path, name: str, preset: str, variants: list[str], ks: tuple[int, ...], seeds: list[int],
-          extra: list[str]) -> dict[str, Any]:
+          extra: list[str], draws: int = DRAWS) -> dict[str, Any]:
     """Train every variant for every seed and score it at every k (fine-tuning tuned on validation)."""
-    results: dict[str, Any] = {"preset": preset, "ks": list(ks), "seeds": seeds, "variants": {}}
+    results: dict[str, Any] = {"preset": preset, "ks": list(ks), "seeds": seeds, "draws": draws, "variants": {}}
     tuned: dict[str, Any] = {}
-    for v in variants:
+    for v in distinct_variants(variants, preset):
         spec = VARIANTS[v]
         rows = {str(k): [] for k in ks}
-        seconds = []
+        seconds, monitored = [], []
         for seed in seeds:
-            folder, secs = trained(out, preset, spec["overrides"], seed, extra, spec.get("from_baseline", False))
+            folder, secs = trained(out, preset, variant_overrides(spec, preset), seed, extra,
+                                   spec.get("from_baseline", False))
             seconds.append(secs)
+            monitored.append(monitors(folder))
             kwargs = {}
             if spec["strategy"].startswith("finetune"):
                 if v not in tuned:
@@ -201,8 +281,9 @@ def suite(out: Path, name: str, preset: str, variants: list[str], ks: tuple[int,
                 best = tuned[v]["best"]
                 kwargs = {"steps": best["steps"], "lr": best["lr"], "optimizer": best["optimizer"]}
             for k in ks:
-                rows[str(k)].append(scored(folder, k, spec["strategy"], **kwargs))
-        results["variants"][v] = {"scores": rows, "train_seconds": seconds, "tuned": tuned.get(v)}
+                rows[str(k)].append(scored(folder, k, spec["strategy"], draws=draws, **kwargs))
+        results["variants"][v] = {"scores": rows, "train_seconds": seconds, "tuned": tuned.get(v),
+                                  "monitors": monitored}
         print(f"{name} {v}: " + ", ".join(f"k={k} acc@1 {_ms([r['macro']['acc@1'] for r in rows[str(k)]])}"
                                           for k in ks), flush=True)
     return results
@@ -211,13 +292,14 @@ def suite(out: Path, name: str, preset: str, variants: list[str], ks: tuple[int,
 def suite_table(title: str, res: dict[str, Any]) -> str:
     ks = res["ks"]
     lines = [f"### {title}", "", "| model | " + " | ".join(f"k={k} Acc@1 | k={k} Acc@5" for k in ks) +
-             " | train s |", "|---|" + "---|---|" * len(ks) + "---|"]
+             " | eff. rank start → end | photo spread end | train s |", "|---|" + "---|---|" * len(ks) + "---|---|---|"]
     for v, r in res["variants"].items():
         cells = []
         for k in ks:
             rows = r["scores"][str(k)]
             cells += [_ms([x["macro"]["acc@1"] for x in rows]), _ms([x["macro"]["acc@5"] for x in rows])]
-        lines.append(f"| {v} | " + " | ".join(cells) + f" | {np.mean(r['train_seconds']):.0f} |")
+        lines.append(f"| {v} | " + " | ".join(cells) + f" | {monitor_cells(r.get('monitors'))} | "
+                     f"{np.mean(r['train_seconds']):.0f} |")
     if "ours" in res["variants"]:
         variants = res["variants"]
         matched = {k: variants.get(f"ours_k{k}", variants["ours"])["scores"][str(k)] for k in ks}
@@ -239,38 +321,59 @@ def suite_table(title: str, res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def monitor_cells(monitored: list[dict[str, Any]] | None) -> str:
+    """``effective rank start -> end | photo spread end`` as means over seeds ("-" without monitors)."""
+    monitored = [m for m in (monitored or []) if m]
+    if not monitored:
+        return "- | -"
+
+    def mean(which: str, key: str) -> float:
+        return float(np.mean([m[which][key] for m in monitored]))
+
+    return (f"{mean('start', 'effective_rank'):.1f} → {mean('final', 'effective_rank'):.1f} | "
+            f"{mean('final', 'photo_spread'):.2f}")
+
+
 def ablation(out: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
     res: dict[str, Any] = {}
-    for label, overrides in ABLATION:
-        rows = []
+    for label, overrides in ablation_rows():
+        rows, monitored = [], []
         for seed in seeds:
-            folder, _ = trained(out, "adaptive_fg-synthetic", overrides, seed, extra, from_baseline=True)
+            folder, _ = trained(out, ABLATION_PRESET, overrides, seed, extra, from_baseline=True)
             rows.append(scored(folder, 5, "meta"))
-        res[label] = rows
+            monitored.append(monitors(folder))
+        res[label] = {"scores": rows, "monitors": monitored}
         print(f"ablation {label}: acc@1 {_ms([r['macro']['acc@1'] for r in rows])}", flush=True)
     return res
 
 
 def ablation_table(res: dict[str, Any], baseline: list[float] | None) -> str:
     lines = ["### Ablation (synthetic categories, k = 5)", "", "| variant | Acc@1 | Acc@5 | − ours (paired) |"
-             + (" − no adaptation (paired) |" if baseline else ""), "|---|---|---|---|" + ("---|" if baseline else "")]
-    ours = [r["macro"]["acc@1"] for r in next(iter(res.values()))]
-    for label, rows in res.items():
+             + (" − no adaptation (paired) |" if baseline else "") + " eff. rank start → end | photo spread end |",
+             "|---|---|---|---|" + ("---|" if baseline else "") + "---|---|"]
+    ours = [r["macro"]["acc@1"] for r in next(iter(res.values()))["scores"]]
+    for label, entry in res.items():
+        rows = entry["scores"]
         a1 = [r["macro"]["acc@1"] for r in rows]
         cells = [_ms(a1), _ms([r["macro"]["acc@5"] for r in rows]), paired(a1, ours)]
         if baseline:
             cells.append(paired(a1, baseline))
+        cells.append(monitor_cells(entry.get("monitors")))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
+QMUL = ["ours", "ours_without_step", "ours_no_d", "no_adaptation", "finetune_head", "baseline_longer"]
+
+
+def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str], draws: int = 20,
+         ks: tuple[int, ...] = (5, 10)) -> dict[str, Any]:
     root = shared / "qmul_v1"
     cache = out / "qmul-feature-cache"
     res = {}
     for preset, name in (("adaptive_fg-qmul_v1", "shoes -> chairs"), ("adaptive_fg-qmul_v1_chairs", "chairs -> shoes")):
-        res[name] = suite(out, name, preset, ["ours", "no_adaptation", "finetune_head"], (5, 10), seeds,
-                          [f"data.root={root}", f"train.feature_cache={cache}", *extra])
+        res[name] = suite(out, name, preset, QMUL, ks, seeds,
+                          [f"data.root={root}", f"train.feature_cache={cache}", *extra], draws=draws)
     return res
 
 
@@ -316,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", type=Path, default=None, help="../shared/data (for the qmul part)")
     p.add_argument("--steps", type=int, default=None, help="train.steps override (default: the presets')")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--qmul-draws", type=int, default=20, help="support draws per task in the qmul part")
+    p.add_argument("--variants", nargs="+", default=MAIN, choices=sorted(VARIANTS),
+                   help="the synthetic parts' rows (default: %(default)s)")
+    p.add_argument("--ks", type=int, nargs="+", default=None,
+                   help="support sizes of the synthetic (1 5 10) and qmul (5 10) parts (default: those)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -326,20 +434,22 @@ def main(argv: list[str] | None = None) -> int:
     tables = []
     for part in args.parts:
         if part == "synthetic":
-            results[part] = suite(args.out, part, "adaptive_fg-synthetic", MAIN, (1, 5, 10), args.seeds, extra)
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic", args.variants, tuple(args.ks or (1, 5, 10)),
+                                  args.seeds, extra)
             tables.append(suite_table("Synthetic, new categories (category-level tasks)", results[part]))
         elif part == "synthetic_users":
-            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", MAIN, (1, 5, 10), args.seeds, extra)
+            results[part] = suite(args.out, part, "adaptive_fg-synthetic_users", args.variants,
+                                  tuple(args.ks or (1, 5, 10)), args.seeds, extra)
             tables.append(suite_table("Synthetic, new drawing style (user-level tasks)", results[part]))
         elif part == "ablation":
             results[part] = ablation(args.out, args.seeds, extra)
             base = results.get("synthetic", {}).get("variants", {}).get("no_adaptation")
             tables.append(ablation_table(results[part], [r["macro"]["acc@1"] for r in base["scores"]["5"]]
-                                         if base else None))
+                                         if base and len(base["scores"]["5"]) == len(args.seeds) else None))
         elif part == "qmul":
             if args.shared is None:
                 p.error("--parts qmul needs --shared ../shared/data")
-            results[part] = qmul(args.out, args.shared, args.seeds, extra)
+            results[part] = qmul(args.out, args.shared, args.seeds, extra, args.qmul_draws, tuple(args.ks or (5, 10)))
             for name, res in results[part].items():
                 tables.append(suite_table(f"QMUL-V1 {name}", res))
         elif part == "cost":

@@ -29,7 +29,6 @@ from sbirkit.methods.adaptive_fg import (
     AdaptedEncoder,
     FunctionalLearner,
     MarginNet,
-    reverse_gradient,
     smooth_hinge,
     triplet_loss,
 )
@@ -64,14 +63,6 @@ def test_triplet_loss_and_smooth_hinge_by_hand():
     smooth = triplet_loss(anchors, photos, ids, 0.5, tau=10.0)
     terms = torch.tensor([0.5 + 1 - 2, 0.5 + 1 - 0.25, 0.5 + 1 - 2, 0.5 + 1 - 1.25])
     assert smooth.item() == pytest.approx(float(smooth_hinge(terms, 10.0).mean()), rel=1e-6)
-
-
-def test_gradient_reversal_flips_and_scales_the_gradient_only():
-    x = torch.tensor([1.0, -2.0], requires_grad=True)
-    y = reverse_gradient(x, 0.5)
-    assert torch.equal(y, x.detach())
-    (y * torch.tensor([3.0, 4.0])).sum().backward()
-    assert torch.equal(x.grad, torch.tensor([-1.5, -2.0]))
 
 
 # ---- the functional learner -----------------------------------------------------------------------------

@@ -197,6 +197,22 @@ class PairDataset(torch.utils.data.Dataset):
         }
 
 
+def task_group(dataset: SBIRDataset, sample: Sample, group_by: str, within_class: bool = False) -> str | None:
+    """The task group of a sketch: its class name (``group_by="class"``), its user id (``"user"``), or
+    with ``within_class`` its user id and class as ``"user/class"`` (a user's sketches of one category,
+    the paper's Shoe-V2 setting); None for a sketch without a user id."""
+    if group_by == "class":
+        return dataset.classes[sample.class_index]
+    if sample.user_id is None:
+        return None
+    return f"{sample.user_id}/{dataset.classes[sample.class_index]}" if within_class else sample.user_id
+
+
+def group_user(group: str, within_class: bool) -> str:
+    """The user of a ``task_group`` key (the key itself without ``within_class``)."""
+    return group.rsplit("/", 1)[0] if within_class else group
+
+
 @dataclass(frozen=True)
 class EpisodicTask:
     """One k-shot task: a group (class name or user id) and disjoint support/query pairs."""
@@ -212,16 +228,19 @@ class EpisodicTaskSampler:
     Task ``t`` is a pure function of ``(seed, t)``: its group is chosen uniformly, then
     ``k_support + k_query`` distinct (sketch, own photo) pairs of that group are split into
     support and query (the setting of Bhunia et al., "Adaptive Fine-Grained SBIR", ECCV 2022).
-    Groups with fewer pairs than that are left out and listed in ``skipped_groups``.
+    Groups with fewer pairs than that are left out and listed in ``skipped_groups``. With
+    ``within_class`` (user tasks only) a group is one user's sketches *of one category*
+    (:func:`task_group`), so every negative of a task is a photo of the anchor's category.
     """
 
     def __init__(self, dataset: SBIRDataset, split: str | None, group_by: str = "class",
-                 k_support: int = 1, k_query: int = 1, seed: int = 0):
+                 k_support: int = 1, k_query: int = 1, seed: int = 0, within_class: bool = False):
         if group_by not in ("class", "user"):
             raise ValueError(f"group_by: expected 'class' or 'user', got {group_by!r}")
         if k_support < 1 or k_query < 1:
             raise ValueError(f"k_support, k_query: expected >= 1, got {k_support}, {k_query}")
         self.dataset, self.split, self.group_by = dataset, split, group_by
+        self.within_class = bool(within_class) and group_by == "user"
         self.k_support, self.k_query, self.seed = int(k_support), int(k_query), int(seed)
         self.photos = dataset.photos(split)
         photo_pos = {p: i for i, p in enumerate(self.photos)}
@@ -230,7 +249,7 @@ class EpisodicTaskSampler:
         members: dict[str, list[Pair]] = defaultdict(list)
         missing_user = 0
         for si, (s, p) in enumerate(pairs):
-            key = dataset.classes[s.class_index] if group_by == "class" else s.user_id
+            key = task_group(dataset, s, group_by, self.within_class)
             if key is None:
                 missing_user += 1
                 continue

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from ..data.records import Sample
+from ..data.samplers import group_user, task_group
 from ..errors import ConfigError, DataError, UsageError
 from ..eval import DEFAULT_TIES, TIE_POLICIES, RetrievalResult, evaluate_retrieval
 from .evaluator import Evaluator
@@ -78,27 +79,37 @@ def default_negatives(k: int) -> int:
     return 1 if int(k) == 1 else 0
 
 
-def group_of(dataset: Any, sample: Sample, group_by: str) -> str | None:
-    return dataset.classes[sample.class_index] if group_by == "class" else sample.user_id
+def group_of(dataset: Any, sample: Sample, group_by: str, within_class: bool = False) -> str | None:
+    return task_group(dataset, sample, group_by, within_class)
 
 
 def draw_tasks(dataset: Any, split: str | None, group_by: str, k: int, draws: int, *,
                groups: Sequence[str] | None = None, negatives: int | None = None, max_queries: int | None = None,
-               seed: int = 0) -> tuple[list[AdaptationTask], dict[str, str]]:
-    """The protocol's tasks (module docstring) and the groups left out, with the reason."""
+               seed: int = 0, within_class: bool = False) -> tuple[list[AdaptationTask], dict[str, str]]:
+    """The protocol's tasks (module docstring) and the groups left out, with the reason. With
+    ``within_class`` (user tasks) a task is one user's sketches of one category (``"user/class"``),
+    its gallery that category's photos; ``groups`` then names users."""
     if group_by not in GROUP_BY:
         raise ConfigError(f"group_by (--tasks): expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
     if int(k) < 1:
         raise UsageError(f"k (--adapt): expected a positive integer, got {k}")
     if int(draws) < 1:
         raise UsageError(f"draws: expected a positive integer, got {draws}")
+    within_class = bool(within_class) and group_by == "user"
     members: dict[str, list[Pair]] = defaultdict(list)
     for s, p in dataset.pairs(split):
-        g = group_of(dataset, s, group_by)
+        g = group_of(dataset, s, group_by, within_class)
         if g is not None:
             members[g].append((s, p))
     wanted = list(groups) if groups is not None else sorted(members)
-    if group_by == "class":
+    if within_class:
+        users = set(wanted)
+        unknown = sorted(users - {group_user(g, True) for g in members})
+        if groups is not None and unknown:
+            raise DataError(f"{dataset.name} split {split!r}: user {unknown[0]!r} has no (sketch, photo) pairs "
+                            f"(users: {', '.join(sorted({group_user(g, True) for g in members}))})")
+        wanted = [g for g in sorted(members) if group_user(g, True) in users]
+    elif group_by == "class":
         def canon(name: str) -> str:
             try:
                 return dataset.classes[dataset.class_index(name)]
@@ -118,7 +129,8 @@ def draw_tasks(dataset: Any, split: str | None, group_by: str, k: int, draws: in
             skipped[g] = (f"{len(pool)} pairs with {len(photos)} distinct photos in split {split!r}; "
                           f"k={k} support photos and at least one query need {k + 1}")
             continue
-        gallery = [p for p in all_photos if group_by == "user" or p.class_index == pool[0][0].class_index]
+        per_class = group_by == "class" or within_class
+        gallery = [p for p in all_photos if not per_class or p.class_index == pool[0][0].class_index]
         for d in range(int(draws)):
             rng = _rng(seed, g, d)
             support, used = [], set()
@@ -194,8 +206,10 @@ class AdaptationProtocol(Protocol):
 
     def __init__(self, data: Mapping[str, Any], seed: int = 0, *, adapt: Callable[[dict], torch.nn.Module],
                  k: int, group_by: str = "class", groups: Sequence[str] | None = None, draws: int = 5,
-                 negatives: int | None = None, max_queries: int | None = None, strategy: str = "meta"):
+                 negatives: int | None = None, max_queries: int | None = None, strategy: str = "meta",
+                 within_class: bool = False):
         super().__init__(data, seed)
+        self.within_class = bool(within_class) and group_by == "user"
         if group_by not in GROUP_BY:
             raise ConfigError(f"group_by (--tasks): expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
         if int(k) < 1:
@@ -223,13 +237,15 @@ class AdaptationProtocol(Protocol):
         group_by = group_by or trained_by
         if groups is None and group_by == trained_by:
             groups = options.get("test_groups")
+        # user tasks are scored the way the run was trained on them: within one category or across all
+        within_class = group_by == "user" and trained_by == "user" and bool(options.get("within_class", False))
         options = {"strategy": strategy, "steps": steps, "lr": lr}
         if optimizer is not None:  # only methods with test-time fine-tuning take it
             options["optimizer"] = optimizer
         adapt = functools.partial(method.adapt, **options)
         return cls(config["data"], seed, adapt=adapt, k=k, group_by=group_by, groups=groups, draws=draws,
                    negatives=negatives, max_queries=max_queries,
-                   strategy=strategy or getattr(method, "default_strategy", "meta"))
+                   strategy=strategy or getattr(method, "default_strategy", "meta"), within_class=within_class)
 
     def metric_names(self, directions: Sequence[str], instance_level: bool) -> list[str]:
         return [f"sketch2photo/{m}" for m in FINE_GRAINED_METRICS]
@@ -240,7 +256,8 @@ class AdaptationProtocol(Protocol):
         """Adapt and score every task: per task its group, draw, per-query values and timings."""
         dataset = evaluator.dataset
         tasks, skipped = draw_tasks(dataset, split, self.group_by, self.k, self.draws, groups=self.groups,
-                                    negatives=self.negatives, max_queries=self.max_queries, seed=self.seed)
+                                    negatives=self.negatives, max_queries=self.max_queries, seed=self.seed,
+                                    within_class=self.within_class)
         scored = []
         for task in tasks:
             if evaluator.features is None:
@@ -308,7 +325,8 @@ class AdaptationProtocol(Protocol):
         queries, gallery = sum(t["queries"] for t in first), round(float(np.mean([t["gallery"] for t in first])))
         conventions = dict(scored[0]["conventions"])
         results = {}
-        one, many = ("category", "categories") if self.group_by == "class" else ("user", "users")
+        one, many = ("category", "categories") if self.group_by == "class" else \
+            (("user's category", "(user, category) groups") if self.within_class else ("user", "users"))
         for row, key, how, average in (
                 ("sketch2photo", "macro", f"mean over {many} of each {one}'s mean over its queries", f"{one} (macro)"),
                 ("sketch2photo (micro)", "micro", "mean over every query of the draw", "query (micro)")):
@@ -324,15 +342,16 @@ class AdaptationProtocol(Protocol):
                                            tie_policy=f"{ev.ties}: {TIE_POLICIES[ev.ties]}")
         seconds = [t["adapt_seconds"] for t in scored]
         margins = [t["record"]["margin"] for t in scored if t["record"].get("margin") is not None]
-        gallery_text = ("every photo of the task's category in the split" if self.group_by == "class"
-                        else "every photo of the split")
-        who = "category" if self.group_by == "class" else "user"
+        gallery_text = ("every photo of the task's category in the split" if self.group_by == "class" or
+                        self.within_class else "every photo of the split")
+        who = "category" if self.group_by == "class" else ("user's category" if self.within_class else "user")
         protocol = {
             "name": self.name,
             "dataset": self.data.get("name"),
             "root": self.data.get("root"),
             "split": split,
             "tasks": self.group_by,
+            "within_class": self.within_class,
             "k": self.k,
             "draws": self.draws,
             "seed": self.seed,

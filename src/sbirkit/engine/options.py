@@ -189,6 +189,8 @@ class TrainOptions:
     deterministic: bool = opt(False, boolean, "torch.use_deterministic_algorithms")
     log_every: int = opt(10, integer(1))
     eval_every: int = opt(0, integer(0), "0 = only at the end")
+    validate_at_start: bool = opt(False, boolean, "also validate before the first step, so best.pt can be the "
+                                                  "starting point (a run that starts from another, init_from)")
     checkpoint_every: int = opt(100, integer(1))
     progress: bool = opt(True, boolean)
     tensorboard: bool = opt(False, boolean)

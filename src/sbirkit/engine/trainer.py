@@ -485,6 +485,8 @@ class Trainer:
                    disable=not t.progress or not self.dist.is_main, dynamic_ncols=True)
         sums: dict[str, Any] = {}
         window_steps, window_start = 0, time.perf_counter()
+        if t.validate_at_start and self.step == 0:  # the starting point is a candidate for best.pt too
+            self._validate(log)
         self.method.train_mode(t)
         for batch in loader:
             batch = to_device(batch, self.device, non_blocking=True, channels_last=t.channels_last)

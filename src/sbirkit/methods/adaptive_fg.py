@@ -21,21 +21,26 @@ or a new person's drawing style from k sketch-photo pairs, with one gradient ste
   and the outer (query) loss keeps a fixed margin ``outer_margin`` (mu is then learned only through
   what it does to the adapted head). beta = squared Euclidean distance of unit embeddings.
 * **Outer-loop regularisers on F's features** (each with a weight ``w_*`` and listed in
-  ``regularizers`` to be on), the poster's equations:
+  ``regularizers`` to be on; the forms in :mod:`sbirkit.losses.regularizers`, docs/adaptive_fg.md):
 
-  - ``d``: L_D = t log D(F(I)) + (1 - t) log(1 - D(F(I))), a sketch-vs-photo discriminator through
-    a gradient-reversal layer (D learns the domain, F learns to hide it: a smaller domain gap);
-  - ``c``: L_C = CrossEntropy(c_l, softmax(C(F(I)))), a classifier over the meta-train categories;
+  - ``d``: L_D, the poster's sketch-vs-photo discriminator D, trained on detached features, with F
+    trained towards D's confusion (a bounded loss whose push vanishes once D cannot tell);
+  - ``c``: L_C, cross-entropy of a classifier over the meta-train categories: a cosine classifier
+    on normalised features with a learned scale (``c_mode: cosine``) or the poster's linear one;
   - ``s``: L_S = 1/2 (1 - cos(G(F(I)), S_w)), a decoder regressing the class-name vector S_w
     (:func:`sbirkit.semantics.class_vectors`, ``semantic`` source);
   - ``ud``: L_ud = max{0, beta'+ - beta'- + mu'}, an intra-category triplet in F's (normalised)
     space, for single-category tasks such as shoes.
 
-  ``c`` and ``s`` need two meta-train categories or more and are skipped (recorded in
-  :attr:`AdaptiveFG.active_regularizers`) with one.
+  Their weights rise from 0 over ``reg_ramp_steps``; ``reg_gate`` drops them on tasks whose outer
+  loss is already at most that value (where they would act unopposed). ``c`` and ``s`` need two
+  meta-train categories or more and are skipped (recorded in :attr:`AdaptiveFG.active_regularizers`)
+  with one. Collapse monitors (:mod:`sbirkit.methods.adaptive_monitors`) are added to every
+  validation record.
 * **Tasks** (:meth:`AdaptiveFG.train_source`): the engine's episode source over the meta-train
   groups only: ``group_by: class`` (a task = one category) or ``user`` (one user's sketches,
-  ``Sample.user_id``); each task has ``k_support`` + ``k_query`` disjoint (sketch, own photo) pairs.
+  ``Sample.user_id``; with ``within_class`` one user's sketches of one category); each task has
+  ``k_support`` + ``k_query`` disjoint (sketch, own photo) pairs.
   The inner loop's negatives for a support sketch are the other support photos (the paper's "another
   photo of the same category"; a 1-shot task borrows one more photo of the task): not the query
   photos, which an inner step would otherwise push the task's sketches away from. The outer loss
@@ -54,7 +59,7 @@ regularisers is ANIL.
 
 Using a trained model: :meth:`AdaptiveFG.adapt` ``(support batch) -> adapted encoder`` (no
 optimiser state, no graph kept), ``sbirkit adapt RUN --support DIR -k 5 --out RUN_ADAPTED``
-(:func:`sbirkit.engine.adaptation.adapt_run`) and ``sbirkit eval RUN --adapt K --tasks class|user``.
+(:func:`sbirkit.engine.adapt_run.adapt_run`) and ``sbirkit eval RUN --adapt K --tasks class|user``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import ConfigError, DataError, UsageError
+from ..losses.regularizers import CosineClassifier, domain_discriminator, domain_terms
 from . import register_method
 from .base import Method
 
@@ -84,6 +90,8 @@ MARGINS = ("learned", "fixed")
 ALPHAS = ("none", "scalar", "per_parameter")
 REGULARIZERS = ("d", "c", "s", "ud")
 STRATEGIES = ("meta", "none", "finetune_head", "finetune_all")
+CLASSIFIERS = ("cosine", "linear")
+__all__ = ["AdaptiveFG", "AdaptedEncoder", "FunctionalLearner", "MarginNet", "smooth_hinge", "triplet_loss"]
 GROUP_BY = ("class", "user")
 
 # the baselines of the paper as overrides of an adaptive_fg preset (BENCHMARKS.md, docs/adaptive_fg.md);
@@ -135,22 +143,6 @@ def triplet_loss(anchors: torch.Tensor, photos: torch.Tensor, photo_ids: torch.T
     x = margin + pos[:, None] - d
     terms = F.relu(x) if tau is None else smooth_hinge(x, tau)
     return (terms * valid).sum() / valid.sum().clamp(min=1.0)
-
-
-class _ReverseGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, scale):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.scale * grad, None
-
-
-def reverse_gradient(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Identity forward, gradient times ``-scale`` backward (Ganin & Lempitsky, ICML 2015)."""
-    return _ReverseGradient.apply(x, float(scale))
 
 
 # ---- the functional learner ------------------------------------------------------------------------
@@ -300,6 +292,7 @@ class AdaptiveFG(Method):
     class Options:
         # tasks (the engine's episode source over the meta-train groups)
         group_by: str = "class"  # class: a task is one category; user: one user's sketches
+        within_class: bool = False  # user tasks: one user's sketches of one category (negatives share it)
         k_support: int = 5
         k_query: int = 5
         tasks_per_step: int = 4
@@ -326,7 +319,10 @@ class AdaptiveFG(Method):
         w_s: float = 0.1
         w_ud: float = 0.1
         ud_margin: float = 0.2  # mu' of L_ud
-        grl_scale: float = 1.0  # the gradient-reversal factor of L_D
+        c_mode: str = "cosine"  # L_C: cosine (scale * cos(F, w_c), learned scale) | linear (on raw features)
+        c_scale: float = 10.0  # the cosine classifier's starting scale
+        reg_ramp_steps: int = 0  # the regularisers' weights rise linearly from 0 to w_* over this many steps
+        reg_gate: float | None = None  # a task's regularisers count only while its outer loss exceeds this
         reg_hidden: int = 128
         semantic: str = "minilm"  # a sbirkit.semantics source (onehot, random work offline)
         semantic_options: dict = field(default_factory=dict)
@@ -335,8 +331,9 @@ class AdaptiveFG(Method):
         init_which: str = "best"
         # model selection and test-time adaptation
         val_k: int | None = None  # k of the validation tasks (null: k_support)
-        val_draws: int = 2
+        val_draws: int = 5
         val_max_queries: int | None = 50
+        monitor_tasks: int = 8  # collapse monitors at each validation on this many fixed training tasks; 0 = off
         strategy: str | None = None  # how adapt() adapts by default: null = meta (mode meta) or none (supervised)
         finetune_steps: int = 10  # the fine-tuning baselines (strategy finetune_head / finetune_all)
         finetune_lr: float = 1.0e-3
@@ -351,7 +348,8 @@ class AdaptiveFG(Method):
                                        ("inner", o.inner, INNER), ("margin", o.margin, MARGINS),
                                        ("learn_alpha", o.learn_alpha, ALPHAS),
                                        ("finetune_optimizer", o.finetune_optimizer, ("adam", "sgd")),
-                                       ("feature_norm", o.feature_norm, ("auto", "running", "batch"))):
+                                       ("feature_norm", o.feature_norm, ("auto", "running", "batch")),
+                                       ("c_mode", o.c_mode, CLASSIFIERS)):
             if value not in allowed:
                 raise ConfigError(f"method.{option}: expected one of {', '.join(allowed)}, got {value!r}")
         if o.strategy is not None and o.strategy not in STRATEGIES:
@@ -361,6 +359,12 @@ class AdaptiveFG(Method):
         if unknown:
             raise ConfigError(f"method.regularizers: expected names from {', '.join(REGULARIZERS)}, got {unknown[0]!r}")
         self.regularizers = tuple(r for r in REGULARIZERS if r in regs)
+        if int(o.reg_ramp_steps) < 0:
+            raise ConfigError(f"method.reg_ramp_steps: expected 0 (no ramp) or more, got {o.reg_ramp_steps!r}")
+        if float(o.c_scale) <= 0:
+            raise ConfigError(f"method.c_scale: expected a positive scale, got {o.c_scale!r}")
+        if int(o.monitor_tasks) < 0:
+            raise ConfigError(f"method.monitor_tasks: expected 0 (off) or more, got {o.monitor_tasks!r}")
         for option in ("k_support", "k_query", "tasks_per_step", "val_draws", "finetune_steps"):
             if int(getattr(o, option)) < 1:
                 raise ConfigError(f"method.{option}: expected a positive integer, got {getattr(o, option)!r}")
@@ -390,8 +394,7 @@ class AdaptiveFG(Method):
         self.margin_net = MarginNet(self.feature_dim, int(o.margin_hidden), float(o.inner_margin)) \
             if o.margin == "learned" else None
         hidden = int(o.reg_hidden)
-        self.discriminator = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)) \
-            if "d" in self.regularizers else None
+        self.discriminator = domain_discriminator(self.feature_dim, hidden) if "d" in self.regularizers else None
         # built by setup() from the training classes, or by load_state_dict() from a checkpoint
         self.register_buffer("class_lookup", None)
         self.register_buffer("semantic", None)
@@ -400,6 +403,9 @@ class AdaptiveFG(Method):
         self.active_regularizers = tuple(r for r in self.regularizers if r not in ("c", "s"))
         self.groups: dict[str, list[str]] = {}
         self.init_record: dict[str, Any] | None = None
+        self.train_split: str | None = None
+        self._probe: list[dict[str, Any]] | None = None  # the monitors' fixed tasks (adaptive_monitors.py)
+        self._step = 0  # steps trained (the regularisers' ramp; the monitors' step)
 
     @property
     def branch(self) -> nn.Module:
@@ -445,14 +451,17 @@ class AdaptiveFG(Method):
             return dataset.subset(s for s in dataset.samples if s.class_index in keep)
         return dataset.subset(s for s in dataset.samples if not s.is_sketch or s.user_id in train)
 
-    def _build_class_modules(self, num_classes: int, train_classes: Sequence[int], vectors: torch.Tensor | None) -> None:
+    def _build_class_modules(self, num_classes: int, train_classes: Sequence[int], vectors: torch.Tensor | None,
+                             classifier: str | None = None) -> None:
         hidden = int(self.options.reg_hidden)
+        classifier = classifier or self.options.c_mode
         lookup = torch.full((int(num_classes),), -1, dtype=torch.long)
         lookup[torch.as_tensor(list(train_classes), dtype=torch.long)] = torch.arange(len(train_classes))
         self.class_lookup = lookup
         many = len(train_classes) >= 2
         if "c" in self.regularizers and many:
-            self.classifier = nn.Linear(self.feature_dim, len(train_classes))
+            self.classifier = nn.Linear(self.feature_dim, len(train_classes)) if classifier == "linear" else \
+                CosineClassifier(self.feature_dim, len(train_classes), float(self.options.c_scale))
         if "s" in self.regularizers and many and vectors is not None:
             self.semantic = torch.as_tensor(vectors, dtype=torch.float32).clone()
             self.decoder = nn.Sequential(nn.Linear(self.feature_dim, hidden), nn.ReLU(),
@@ -469,6 +478,7 @@ class AdaptiveFG(Method):
                               "images; train end to end (train.cached_features=false) or adapt the head (inner=head)")
         dataset = ctx.require_dataset("episodes")
         self.groups = self._resolve_groups(dataset)
+        self.train_split = ctx.train_split
         view = self._training_view(dataset)
         classes = sorted({s.class_index for s, _ in view.pairs(ctx.train_split)})
         if not classes:
@@ -522,13 +532,24 @@ class AdaptiveFG(Method):
         return {"run": str(run), "which": which, "loaded": len(loaded),
                 "skipped": sorted(k for k in mine if k not in loaded)}
 
+    def init_heads(self, kind: str, training_features):
+        """``train.head_init`` (e.g. PCA) for a run of its own; a run whose head came from
+        ``init_from`` keeps that head (the preset's ``pca`` serves its baseline)."""
+        loaded = self.init_record is not None and not any(k.startswith("head.") for k in self.init_record["skipped"])
+        if kind != "default" and loaded:
+            return {"kind": kind, "skipped": "the head was loaded from method.init_from"}
+        return super().init_heads(kind, training_features)
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Rebuild the class-dependent modules from a checkpoint's shapes, then load (no dataset needed)."""
         if self.class_lookup is None and "class_lookup" in state_dict:
             lookup = state_dict["class_lookup"]
             classes = [int(i) for i in torch.nonzero(lookup >= 0).flatten().tolist()]
             classes.sort(key=lambda i: int(lookup[i]))
-            self._build_class_modules(len(lookup), classes, state_dict.get("semantic"))
+            # a checkpoint keeps the classifier it was trained with (a linear one has a bias)
+            kind = "linear" if "classifier.bias" in state_dict else \
+                ("cosine" if "classifier.log_scale" in state_dict else None)
+            self._build_class_modules(len(lookup), classes, state_dict.get("semantic"), kind)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ---- engine hooks ----------------------------------------------------------------------------------
@@ -543,7 +564,7 @@ class AdaptiveFG(Method):
         view = self._training_view(ctx.require_dataset("episodes"))
         try:
             sampler = EpisodicTaskSampler(view, ctx.train_split, o.group_by, int(o.k_support), int(o.k_query),
-                                          seed=ctx.seed)
+                                          seed=ctx.seed, within_class=bool(o.within_class))
         except ValueError as exc:
             raise ConfigError(f"method: episodes: {exc}") from None
         return EpisodeSource(sampler, int(o.tasks_per_step))
@@ -552,13 +573,20 @@ class AdaptiveFG(Method):
         """Adapt on tasks of the validation groups (held-out meta-train categories or users), or of the
         meta-train groups' validation split when none are held out; never on the test groups."""
         from ..engine.adaptation import AdaptationProtocol
+        from .adaptive_monitors import adaptive_monitors
+        from .collapse import CollapseWatch, MonitoredProtocol
 
         o = self.options
         groups = self.groups.get("val") or self.groups.get("train")
-        return AdaptationProtocol(ctx.config.get("data", {}), ctx.seed, adapt=self.adapt,
-                                  k=int(o.val_k or o.k_support), group_by=o.group_by, groups=groups,
-                                  draws=int(o.val_draws), max_queries=o.val_max_queries,
-                                  strategy=self.default_strategy)
+        protocol = AdaptationProtocol(ctx.config.get("data", {}), ctx.seed, adapt=self.adapt,
+                                      k=int(o.val_k or o.k_support), group_by=o.group_by, groups=groups,
+                                      draws=int(o.val_draws), max_queries=o.val_max_queries,
+                                      strategy=self.default_strategy, within_class=bool(o.within_class))
+        if int(o.monitor_tasks) < 1:
+            return protocol
+        self.train_split = self.train_split or ctx.train_split
+        return MonitoredProtocol(protocol, lambda evaluator, split: adaptive_monitors(self, evaluator, split),
+                                 CollapseWatch(log=ctx.run_dir / "metrics.jsonl" if ctx.run_dir else None), step=lambda: self._step)
 
     @property
     def default_strategy(self) -> str:
@@ -614,9 +642,9 @@ class AdaptiveFG(Method):
         o, out = self.options, {}
         feats = torch.cat([f_sketch, f_photo])
         if "d" in self.active_regularizers:
-            logits = self.discriminator(reverse_gradient(feats, o.grl_scale)).squeeze(1)
-            target = torch.cat([torch.ones(len(f_sketch)), torch.zeros(len(f_photo))]).to(feats.device)
-            out["reg_d"] = F.binary_cross_entropy_with_logits(logits, target)
+            # D's own loss (reaches D only) and F's bounded confusion term (reaches F only)
+            terms = domain_terms(self.discriminator, f_sketch, f_photo)
+            out["disc"], out["reg_d"], out["d_acc"] = terms["disc"], terms["confusion"], terms["accuracy"]
         if "c" in self.active_regularizers or "s" in self.active_regularizers:
             targets = self.class_lookup[labels].repeat(2)
             known = targets >= 0
@@ -710,18 +738,42 @@ class AdaptiveFG(Method):
             out["margin"] = margin.detach()
         regs = self.regularizer_losses(torch.cat([fs_s, fq_s]), torch.cat([fs_p, fq_p]),
                                        torch.cat([sup["label"], qry["label"]]), torch.cat([ids_s, ids_q]))
-        total = main
-        for name, value in regs.items():
-            total = total + float(getattr(o, "w_" + name[len("reg_"):])) * value
         out.update(regs)
-        out["loss"] = total
+        total = sum(self.weighted_terms(out).values())
+        out["loss"] = total + out["disc"] if "disc" in out else total
         return out
+
+    def weighted_terms(self, losses: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The terms of a task that reach F, each at the weight it has now: the main (outer or
+        supervised triplet) loss and ``w_x * ramp * gate * reg_x`` for each regulariser (ramp: from 0
+        to 1 over ``reg_ramp_steps``; gate: 0 while the task's main loss is at most ``reg_gate``)."""
+        o = self.options
+        main = "outer" if "outer" in losses else "triplet"
+        out = {main: losses[main]}
+        scale = min(1.0, self._step / int(o.reg_ramp_steps)) if int(o.reg_ramp_steps) > 0 else 1.0
+        if o.reg_gate is not None and not float(losses[main].detach()) > float(o.reg_gate):
+            scale = 0.0
+        for name, value in losses.items():
+            if name.startswith("reg_"):
+                out[name] = float(getattr(o, "w_" + name[len("reg_"):])) * scale * value
+        return out
+
+    def domain_accuracy(self, f_sketch: torch.Tensor, f_photo: torch.Tensor) -> float | None:
+        """The domain discriminator's accuracy on these features (sketch = 1), None without L_D."""
+        if self.discriminator is None:
+            return None
+        with torch.no_grad():
+            logits = self.discriminator(torch.cat([f_sketch, f_photo])).squeeze(1)
+        target = torch.cat([torch.ones(len(f_sketch)), torch.zeros(len(f_photo))]).to(logits.device)
+        return float(((logits > 0).float() == target).float().mean())
 
     def training_step(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
         inputs = batch.get("inputs", "images")
         if inputs not in ("images", "features"):
             raise ConfigError(f"adaptive_fg: expected images or cached features, got {inputs!r}")
         tasks = batch["tasks"]
+        if ctx is not None:
+            self._step = int(ctx.global_step)
         parts = [self._task_images(t) for t in tasks]
         sizes = [sum(len(x) for x in p) for p in parts]
         images = torch.cat([x for p in parts for x in p])
@@ -732,6 +784,8 @@ class AdaptiveFG(Method):
         out = {name: torch.stack([t[name] for t in per_task]).mean() for name in per_task[0]}
         if self.options.learn_alpha == "scalar":
             out["alpha"] = self.alpha.detach()
+        if ctx is not None:
+            self._step = int(ctx.global_step) + 1
         return out
 
     # ---- test time ----------------------------------------------------------------------------------------
