@@ -6,7 +6,7 @@ from ..registry import Registry
 from .classnames import normalize_class_name
 from .dataset import SampleDataset, SBIRDataset, SkippedFile, ValidationReport
 from .records import DataError, EmptySketchError, Modality, Sample
-from .strokes import Strokes, rasterize
+from .strokes import Strokes, rasterize, rasterize_sketch
 
 DATASETS: Registry[SBIRDataset] = Registry("dataset format")
 
@@ -62,5 +62,6 @@ __all__ = [
     "list_datasets",
     "normalize_class_name",
     "rasterize",
+    "rasterize_sketch",
     "register_dataset",
 ]
