@@ -45,6 +45,9 @@ class SetupContext:
     seed: int = 0
     resuming: bool = False
     dry_run: bool = False  # ``sbirkit train --dry-run``: build and check, but train and write nothing
+    # ``(run_dir, which, device) -> (method, config)``: how the runner loads another run (the trainer
+    # passes ``load_run``), so a method that needs one asks :meth:`load_run` instead of importing it
+    run_loader: Any | None = None
 
     @classmethod
     def for_dataset(cls, dataset: Any, train_split: str | None = "train", **overrides: Any) -> SetupContext:
@@ -66,6 +69,14 @@ class SetupContext:
     @property
     def train_split(self) -> str | None:
         return self.data.train_split
+
+    def load_run(self, run_dir: str | Path, which: str = "best") -> tuple[Any, Mapping[str, Any]]:
+        """``(method, config)`` of another finished run (a component, a teacher, an init), on this
+        run's device, loaded by the runner that set up this context."""
+        if self.run_loader is None:
+            raise ConfigError(f"{run_dir}: this context cannot load other runs (no run_loader; the trainer "
+                              "sets one)")
+        return self.run_loader(run_dir, which, self.device)
 
     def require_dataset(self, what: str) -> Any:
         if self.dataset is None:

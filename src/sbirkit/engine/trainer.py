@@ -199,13 +199,14 @@ class Trainer:
                 raise
             raise ConfigError(f"method {cfg['method']['name']!r}: {' '.join(str(exc).split())}") from None
         self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
-                                int(cfg["seed"]), self.resuming, dry_run)
+                                int(cfg["seed"]), self.resuming, dry_run, run_loader=inference.load_run)
         self.method.setup(self.ctx)
         self.init_record = None
         if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
             from .init_from import init_encoder_from_run
 
-            self.init_record = init_encoder_from_run(self.method.encoder, t.init_from, t.init_which, t.init_modules)
+            self.init_record = init_encoder_from_run(self.method.encoder, t.init_from, t.init_which, t.init_modules,
+                                                     t.init_branches)
         self.method.to(self.device)
         if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
             distributed.synchronise_batchnorm(self.method, self.device.type)

@@ -70,7 +70,7 @@ def list_methods() -> list[str]:
 
 
 def _load_builtin_methods() -> None:
-    from . import adaptive_fg, baseline, classifier, crossx_dfl, zscmr  # noqa: F401  (registers on import)
+    from . import adaptive_fg, baseline, classifier, crossx_dfl, fusion, zscmr  # noqa: F401  (registers on import)
 
 
 def _load_entry_points() -> None:
