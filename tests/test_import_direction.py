@@ -76,6 +76,7 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("sbirkit.methods.baseline", "sbirkit.methods"),
     ("sbirkit.methods.classifier", "sbirkit.methods"),
     ("sbirkit.methods.crossx_dfl", "sbirkit.methods"),
+    ("sbirkit.methods.fusion", "sbirkit.methods"),
     ("sbirkit.methods.zscmr", "sbirkit.methods"),
 }
 
