@@ -12,6 +12,7 @@ import torch
 
 from sbirkit.engine import ConfigError, Trainer, evaluate_run, inference, load_run
 from sbirkit.engine.config import apply_overrides, load_preset
+from sbirkit.engine.runlog import read_metrics
 
 AUG = "{photo: {flip: 0.5, crop: [0.8, 1.0]}, sketch: {flip: 0.5, rotate: 5}, pair_flip: same}"
 
@@ -152,3 +153,31 @@ def test_feature_cache_key_resolves_the_data_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "b")
     assert data_identity({"name": "x", "root": "data"}) != relative  # one spelling, two folders: two caches
     assert data_identity({"name": "x", "root": None})["root"] is None
+
+
+def test_a_classifier_trains_on_cached_augmented_views(tmp_path):
+    """A sample source (the classifier method) reads cached augmented views too: each item of a
+    step picks one of its views from its seed, the same on every run."""
+    config = apply_overrides(load_preset("classifier-synthetic-photo"), [
+        "data.options={num_classes: 3, photos_per_class: 8, image_size: 32, seed: 0}", "model.backbone=tiny_cnn",
+        "model.embed_dim=8", "train.cached_features=true", "train.trainable_stages=1", "train.cache_views=3",
+        "data.augment={photo: {flip: 0.5, crop: [0.7, 1.0]}}", "train.steps=4", "train.batch_size=8",
+        "train.warmup_steps=0", "train.eval_every=4", "train.progress=false",
+        "train.feature_cache=" + str(tmp_path / "cache")])
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.fit()
+    source, items = trainer.source, trainer.source.items
+    assert items.views == 3 and items._features.shape[:2] == (len(source.sample_list), 3)
+    np.testing.assert_array_equal(source.cached_features("photo"), items._features[:, 0])
+    plan = next(iter(source.batches(2)))
+    batch = source.collate(plan, step=2)
+    assert batch["feature_stage"] == 3 and _same_batch(batch, source.collate(plan, step=2))
+    picked = [next(v for v in range(3) if np.array_equal(batch["image"][j].numpy(), items._features[i][v]))
+              for j, i in enumerate(plan)]
+    assert len(set(picked)) > 1  # not always the plain view
+    val = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("split") == "val"]
+    assert val and 0 <= val[-1]["classifier/accuracy"] <= 1
+
+
+def _same_batch(a, b):
+    return all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)

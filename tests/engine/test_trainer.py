@@ -303,3 +303,26 @@ def test_init_from_starts_the_backbones_from_another_run(finished, tmp_path):
     assert all(torch.equal(whole.method.state_dict()[k], donor[k]) for k in heads)
     with pytest.raises(ConfigError, match="checkpoint not found"):
         Trainer(tiny_config(f"train.init_from={tmp_path / 'nowhere'}"), tmp_path / "bad").fit()
+
+
+def test_init_branches_starts_only_the_named_branch(finished, tmp_path):
+    """train.init_branches=[sketch]: a sketch-pretrained sketch branch, the photo branch as built."""
+    _, source, _ = finished
+    donor = torch.load(source / "best.pt", weights_only=True)["model"]
+    fresh = Trainer(tiny_config("train.steps=1", "train.eval_every=0", "train.lr=0"), tmp_path / "fresh")
+    fresh.fit()
+    trainer = Trainer(tiny_config("train.steps=1", "train.eval_every=0", "train.lr=0", f"train.init_from={source}",
+                                  "train.init_branches=[sketch]"), tmp_path / "sketch")
+    trainer.fit()
+    mine, built = trainer.method.state_dict(), fresh.method.state_dict()
+    params = [k for k in mine if ".backbone." in k and k.endswith(("weight", "bias"))]
+    sketch = [k for k in params if "sketch_encoder" in k]
+    photo = [k for k in params if "photo_encoder" in k]
+    assert sketch and photo
+    assert all(torch.equal(mine[k], donor[k]) for k in sketch)
+    assert all(torch.equal(mine[k], built[k]) for k in photo)  # the same seed builds the same photo branch
+    assert any(not torch.equal(built[k], donor[k]) for k in photo)  # ... which the donor's would have changed
+    record = json.loads((tmp_path / "sketch" / "meta.json").read_text())["init_from"]
+    assert list(record["branches"]) == ["sketch"]
+    with pytest.raises(ConfigError, match="train.init_branches"):
+        Trainer(tiny_config("train.init_branches=[sideways]"), tmp_path / "bad")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import math
 import os
 import shutil
 import subprocess
@@ -214,6 +215,61 @@ def test_draw_a_star_and_see_stars(server, synth, tmp_path):
     assert outside == [], outside
     assert requests and all(u.startswith(origin + "/") or u.startswith(("blob:", "data:")) for u in requests)
     assert any("/search?" in u for u in requests) and any("/thumbnail" in u for u in requests)
+
+
+def _circle(cx, cy, r, n=24):
+    return [(cx + r * math.cos(2 * math.pi * i / n), cy + r * math.sin(2 * math.pi * i / n)) for i in range(n + 1)]
+
+
+# shapes of our own (not the synthetic generator's), as (x, y) points on a unit square, y down
+MY_SHAPES = {
+    "house": [[(0.2, 0.45), (0.2, 0.9), (0.8, 0.9), (0.8, 0.45), (0.2, 0.45)], [(0.12, 0.5), (0.5, 0.1), (0.88, 0.5)],
+              [(0.42, 0.9), (0.42, 0.65), (0.58, 0.65), (0.58, 0.9)]],
+    "tree": [_circle(0.5, 0.35, 0.27), [(0.45, 0.6), (0.45, 0.95), (0.55, 0.95), (0.55, 0.6)]],
+    "star": [[(0.5 + (0.45 if k % 2 == 0 else 0.19) * math.sin(math.pi * k / 5),
+               0.53 - (0.45 if k % 2 == 0 else 0.19) * math.cos(math.pi * k / 5)) for k in range(11)]],
+}
+# where on the drawing area, how large (a fraction of its side) and with which line width
+PLACES = [((0.5, 0.5), 0.7, 18), ((0.3, 0.32), 0.35, 6), ((0.58, 0.55), 0.85, 40)]
+
+
+def test_draw_shapes_of_my_own_with_the_mouse(server, tmp_path):
+    """Three shapes drawn with the mouse, each small in a corner, mid-sized in the middle and large
+    with a thick pen: most of the top 8 results (a class has 8 photos) are of the drawn class, and
+    where and how large it was drawn, and the line width, do not change the results (the page's
+    strokes are framed like the training drawings: docs/serve.md, "One rasterisation")."""
+    sync_api = _browser()
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
+            viewport={"width": 1100, "height": 900}, device_scale_factor=1)
+        try:
+            page = context.new_page()
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+            box = page.locator("#pad").bounding_box()
+            for name, strokes in MY_SHAPES.items():
+                seen = []
+                for (cx, cy), size, width in PLACES:
+                    page.locator("#clear").click()
+                    page.wait_for_selector("#empty:not([hidden])", timeout=10_000)
+                    page.locator("#width").fill(str(width))
+                    for stroke in strokes:
+                        points = [(box["x"] + (cx + (x - 0.5) * size) * box["width"],
+                                   box["y"] + (cy + (y - 0.5) * size) * box["height"]) for x, y in stroke]
+                        page.mouse.move(*points[0])
+                        page.mouse.down()
+                        for p in points[1:]:
+                            page.mouse.move(*p, steps=3)
+                        page.mouse.up()
+                    _wait_for_results(page)
+                    top = page.eval_on_selector_all("#results li", "els => els.slice(0, 8).map(e => e.dataset.class)")
+                    assert len(top) == 8 and top.count(name) >= 5, (name, size, width, top)
+                    seen.append(page.eval_on_selector_all("#results li", "els => els.slice(0, 8).map(e => e.dataset.id)"))
+                for other in seen[1:]:  # the same photos, up to sub-pixel differences in the pointer's path
+                    assert len(set(other) & set(seen[0])) >= 6, (name, seen)
+        finally:
+            context.close()
 
 
 def _wait_for_results(page) -> None:

@@ -6,7 +6,7 @@ from .classnames import normalize_class_name
 from .dataset import SampleDataset, SBIRDataset, SkippedFile, ValidationReport
 from .records import DataError, EmptySketchError, Modality, Sample
 from .registry import DATASETS, create_dataset, list_datasets, register_dataset
-from .strokes import Strokes, rasterize
+from .strokes import Strokes, rasterize, rasterize_sketch
 
 # the built-in loaders register themselves on import (after the names above, which they use)
 from . import combine, loaders, synthetic  # noqa: E402,F401  isort: skip
@@ -27,5 +27,6 @@ __all__ = [
     "list_datasets",
     "normalize_class_name",
     "rasterize",
+    "rasterize_sketch",
     "register_dataset",
 ]

@@ -200,7 +200,7 @@ def load_augmented(dataset: Any, sample: Any, augment: Augment, rng: np.random.G
                    size: int | None = None, flip: bool | None = None) -> Image.Image:
     """``sample`` as an augmented RGB image of ``size`` (default the dataset's): stroke ops first
     for a vector sketch, then the modality's image ops."""
-    from .strokes import rasterize
+    from .strokes import rasterize_sketch
 
     size = int(size or dataset.image_size)
     img = None
@@ -208,7 +208,7 @@ def load_augmented(dataset: Any, sample: Any, augment: Augment, rng: np.random.G
         strokes = dataset.load_strokes(sample)
         if strokes is not None:
             strokes, factor = augment_strokes(strokes, augment.strokes, rng)
-            img = rasterize(strokes, size, stroke_width=dataset.stroke_width * size / 64.0 * factor).convert("RGB")
+            img = rasterize_sketch(strokes, size, dataset.stroke_width, width_factor=factor).convert("RGB")
     if img is None:
         img = dataset.load_image(sample, size)
     ops = augment.ops(sample.modality.value)

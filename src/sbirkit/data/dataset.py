@@ -22,7 +22,7 @@ from PIL import Image
 
 from .classnames import class_lookup, normalize_class_name
 from .records import DataError, EmptySketchError, Modality, Sample
-from .strokes import Strokes, rasterize
+from .strokes import STROKE_WIDTH, Strokes, rasterize_sketch
 
 #: Largest raster image (width × height) that sbirkit will shrink: 50 megapixels, which admits
 #: 48-MP phone photos (8000×6000) and stays below Pillow's decompression-bomb limit (about
@@ -78,7 +78,7 @@ class SBIRDataset:
         *,
         root: str | None = None,
         image_size: int = 64,
-        stroke_width: float = 2.0,
+        stroke_width: float = STROKE_WIDTH,
         skipped: Sequence[SkippedFile] = (),
     ):
         self.classes = list(classes)
@@ -113,7 +113,7 @@ class SBIRDataset:
         if isinstance(raw, Strokes):
             if raw.is_empty():
                 raise EmptySketchError(f"{sample.location()}: strokes: expected at least one stroke, got an empty sketch")
-            return rasterize(raw, size, stroke_width=self.stroke_width * size / 64.0).convert("RGB")
+            return rasterize_sketch(raw, size, self.stroke_width).convert("RGB")
         img = raw.convert("RGB")
         if sample.is_sketch:
             empty_sketch_check(img, sample.location())

@@ -26,6 +26,11 @@ MAX_STROKE_POINTS = 200_000
 #: Most ink :func:`rasterize` draws: the strokes' total length over the image's longer side
 #: (a Quick, Draw! or TU-Berlin sketch is under 50; a 10,000-segment zigzag across the page 14,000).
 MAX_INK_LENGTH = 1000
+#: The line width of a rasterised vector sketch, in pixels per 64 pixels of image side (the
+#: datasets' ``stroke_width`` default): 2 px at 64, 1 px at 32, 7 px at 224.
+STROKE_WIDTH = 2.0
+#: The margin around the ink when a sketch without a canvas is fitted, a fraction of the side.
+BBOX_PADDING = 0.08
 
 
 @dataclass
@@ -115,12 +120,24 @@ class Strokes:
         return Strokes([(s - [x0, y0]) * scale for s in self.strokes], (0.0, 0.0, size, size), self.source)
 
 
+def rasterize_sketch(strokes: Strokes, size: int, stroke_width: float = STROKE_WIDTH, fit: str = "auto",
+                     width_factor: float = 1.0) -> Image.Image:
+    """The one rule by which a vector sketch becomes a model's input, for training data, query
+    files and the drawing page alike: a sketch with a canvas (an SVG viewBox, the synthetic unit
+    canvas) is placed on it as drawn; one without (Quick, Draw! files, strokes from the page) has
+    its ink's bounding box fitted, centred, with :data:`BBOX_PADDING` of the side as margin; lines
+    are ``stroke_width`` pixels per 64 of the image side (times ``width_factor``: augmentation),
+    whatever the sketch's own units or line width were."""
+    return rasterize(strokes, size, stroke_width=stroke_width * size / 64.0 * width_factor, fit=fit,
+                     padding=BBOX_PADDING)
+
+
 def rasterize(
     strokes: Strokes,
     size: int | tuple[int, int] = 64,
     stroke_width: float = 2.0,
     fit: str = "auto",
-    padding: float = 0.08,
+    padding: float = BBOX_PADDING,
     supersample: int = 4,
 ) -> Image.Image:
     """Draw black strokes on white and return an 8-bit grey (``L``) image.

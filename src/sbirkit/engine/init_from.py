@@ -50,8 +50,9 @@ def _pick(groups: dict[str, dict[str, torch.Tensor]], modality: str) -> str | No
 
 
 def init_encoder_from_run(encoder: torch.nn.Module, run_dir: str | Path, which: str = "best",
-                          modules: str = "backbone") -> dict[str, Any]:
-    """Copy ``run_dir``'s ``which`` weights into ``encoder`` (see the module docstring)."""
+                          modules: str = "backbone", branches=("sketch", "photo")) -> dict[str, Any]:
+    """Copy ``run_dir``'s ``which`` weights into ``encoder`` (see the module docstring); only the
+    ``branches`` named (``train.init_branches``) are started from it, the others keep their weights."""
     if modules not in MODULES:
         raise ConfigError(f"train.init_modules: expected 'backbone' or 'encoder', got {modules!r}")
     path = Path(run_dir) / f"{which}.pt"
@@ -62,7 +63,9 @@ def init_encoder_from_run(encoder: torch.nn.Module, run_dir: str | Path, which: 
         raise ConfigError(f"train.init_from: {path}: no {modules} weights in the checkpoint")
     record: dict[str, Any] = {"run": str(run_dir), "which": which, "modules": modules, "branches": {}}
     seen = set()
-    for modality in ("sketch", "photo"):
+    if not branches or any(b not in ("sketch", "photo") for b in branches):
+        raise ConfigError(f"train.init_branches: expected some of sketch, photo, got {list(branches)!r}")
+    for modality in [m for m in ("sketch", "photo") if m in branches]:
         branch = encoder.branch(modality)
         if id(branch) in seen:
             continue

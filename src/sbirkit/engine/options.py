@@ -202,6 +202,8 @@ class TrainOptions:
     init_which: str = opt("best", choice("best", "last"), "the checkpoint of init_from")
     init_modules: str = opt("backbone", choice("backbone", "encoder"), "what init_from copies: the backbones, or "
                                                                        "whole branches (attention, heads)")
+    init_branches: list = opt(["sketch", "photo"], text_list(("sketch", "photo")),
+                              "which branches init_from starts (e.g. [sketch]: the photo branch keeps its own weights)")
     trainable_stages: int = opt(0, integer(0), "with cached_features: cache the maps before the backbone's last N "
                                                "stages and train those N (and attention, head) on them")
     cache_views: int = opt(1, integer(1), "with cached_features and data.augment: augmented views per sample "

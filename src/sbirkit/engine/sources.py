@@ -231,8 +231,13 @@ class SampleSource(TrainSource):
             epoch, offset = epoch + 1, 0
 
     def collate(self, plan: Sequence[int], step: int | None = None, first_position: int = 0) -> dict[str, Any]:
-        if self.augment is None or step is None or self.inputs == "features":
+        if self.augment is None or step is None or (self.inputs == "features" and self.items.views < 2):
             batch = default_collate([self.items[i] for i in plan])
+        elif self.inputs == "features":  # cached augmented views: each item picks one from its seed
+            from ..data.augment import item_seed
+
+            batch = default_collate([self.items[(i, item_seed(self.seed, step, first_position + pos))]
+                                     for pos, i in enumerate(plan)])
         else:
             batch = default_collate([self._augmented(i, step, first_position + pos) for pos, i in enumerate(plan)])
         batch["inputs"] = self.inputs
@@ -259,13 +264,11 @@ class SampleSource(TrainSource):
         return self.items.features if self.inputs == "features" and modality == self.modality else None
 
     def with_features(self, store, encoder, views: int = 1) -> TrainSource:
-        if self.augment is not None or views > 1:
-            raise ConfigError("data.augment with train.cached_features: a sample source trains on plain cached "
-                              "features; augment end to end (train.cached_features=false)")
+        _check_views(self.augment, store, views)
         encoder.freeze_backbones(store.stage)
-        feats = store.features(encoder.branch(self.modality), self.dataset, self.sample_list)
+        feats = store.features(encoder.branch(self.modality), self.dataset, self.sample_list, views)
         source = SampleSource(self.dataset, self.split, self.modality, self.batch_size, self.seed,
-                              items=_FeatureSamples(self.sample_list, feats))
+                              items=_FeatureSamples(self.sample_list, feats, views), augment=self.augment)
         source.feature_stage = store.stage
         return source
 
@@ -275,17 +278,31 @@ class SampleSource(TrainSource):
 
 
 class _FeatureSamples(torch.utils.data.Dataset):
-    """Rows of cached features in the order of ``samples``, as SampleDataset items."""
+    """Rows of cached features in the order of ``samples``, as SampleDataset items. With
+    ``views > 1`` the features are ``(N, views, ...)``: an item ``(i, seed)`` reads the view its
+    seed picks (as :class:`~sbirkit.engine.feature_cache.FeaturePairs` does), an item ``i`` view 0."""
 
-    def __init__(self, samples, features: np.ndarray):
-        self.samples, self.features = list(samples), features
+    def __init__(self, samples, features: np.ndarray, views: int = 1):
+        self.samples, self.views = list(samples), int(views)
+        self._features = features
+
+    @property
+    def features(self) -> np.ndarray:
+        """Every sample's cached features (view 0 when there are views)."""
+        return self._features[:, 0] if self.views > 1 else self._features
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, item) -> dict[str, Any]:
+        i, view = (item, 0) if not isinstance(item, tuple) else (item[0], None)
+        if view is None:
+            from ..data.augment import item_rng
+
+            view = int(item_rng(int(item[1]), 3).integers(self.views)) if self.views > 1 else 0
+        row = self._features[i][view] if self.views > 1 else self._features[i]
         s = self.samples[i]
-        return {"image": torch.from_numpy(np.array(self.features[i], dtype=np.float32)), "label": s.class_index,
+        return {"image": torch.from_numpy(np.array(row, dtype=np.float32)), "label": s.class_index,
                 "instance": -1, "user": -1, "index": i}
 
 

@@ -154,7 +154,8 @@ class Trainer:
         if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
             from .init_from import init_encoder_from_run
 
-            self.init_record = init_encoder_from_run(self.method.encoder, t.init_from, t.init_which, t.init_modules)
+            self.init_record = init_encoder_from_run(self.method.encoder, t.init_from, t.init_which, t.init_modules,
+                                                     t.init_branches)
         self.method.to(self.device)
         if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
             distributed.synchronise_batchnorm(self.method, self.device.type)

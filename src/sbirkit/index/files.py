@@ -43,7 +43,7 @@ from PIL import Image, ImageOps
 
 from ..data.dataset import check_image_pixels, resize_image
 from ..data.records import DataError, EmptySketchError
-from ..data.strokes import Strokes, rasterize
+from ..data.strokes import Strokes, rasterize, rasterize_sketch
 
 log = logging.getLogger(__name__)
 
@@ -241,16 +241,20 @@ def sketch_from_strokes(
     stroke_width: float | None = None,
     fit: str = "auto",
 ) -> Image.Image:
-    """Vector strokes as a query image: rasterised (``stroke_width`` px, default ``2 * size / 64``),
-    then the ink check. ``fit`` as :func:`~sbirkit.data.strokes.rasterize`."""
+    """Vector strokes as a query image, then the ink check. By default drawn exactly as the
+    datasets draw them (:func:`~sbirkit.data.strokes.rasterize_sketch`: the ink fitted with the
+    datasets' margin unless the sketch has a canvas, lines ``2 * size / 64`` px); ``stroke_width``
+    (output px) and ``fit`` (as :func:`~sbirkit.data.strokes.rasterize`) override that."""
     if strokes.is_empty():
         raise EmptySketchError(f"{where}: strokes: expected at least one stroke, got an empty sketch")
     x0, y0, x1, y1 = strokes.bounds()
     if x1 - x0 <= 0 and y1 - y0 <= 0:  # every point in one place: fitted to the image, a dot
         raise EmptySketchError(f"{where}: strokes: expected ink on the sketch that draws a line, got "
                                f"{strokes.num_points} point(s) all at one place (a dot)")
-    width = 2.0 * size / 64.0 if stroke_width is None else stroke_width
-    grey = rasterize(strokes, size, stroke_width=width, fit=fit)
+    if stroke_width is None:
+        grey = rasterize_sketch(strokes, size, fit=fit)
+    else:
+        grey = rasterize(strokes, size, stroke_width=stroke_width, fit=fit)
     check_sketch_ink(grey, where)
     return grey.convert("RGB")
 

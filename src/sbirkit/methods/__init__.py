@@ -14,7 +14,7 @@ from .registry import ENTRY_POINT_GROUP, METHODS, create_method, list_methods, m
 
 # the built-in methods register themselves on import, after the names above exist (a method module
 # that still imports register_method from this face finds it)
-from . import adaptive_fg, baseline, classifier, crossx_dfl, zscmr  # noqa: F401
+from . import adaptive_fg, baseline, classifier, crossx_dfl, fusion, zscmr  # noqa: F401
 # isort: on
 
 __all__ = ["ENTRY_POINT_GROUP", "METHODS", "Method", "SamplerSpec", "create_method", "list_methods", "method_class",

@@ -98,16 +98,21 @@ def parse_strokes_json(body: bytes, limits: Limits) -> StrokeQuery:
                                f"canvas), got {query.stroke_width:g}")
     elif query.stroke_width is not None:
         raise RequestError(422, "stroke_width: expected a canvas too (the width is in canvas units)")
+    elif query.fit == "canvas":
+        raise RequestError(422, "fit: 'canvas' places the drawing on its canvas; expected a canvas too")
     return query
 
 
 def strokes_image(query: StrokeQuery, size: int) -> QueryImage:
-    """Rasterise JSON strokes at the model's size (bounding box fitted, or placed on ``canvas``)."""
-    strokes = Strokes([np.stack([np.asarray(s[0], float), np.asarray(s[1], float)], axis=1) for s in query.strokes],
-                      canvas=(0.0, 0.0, *query.canvas) if query.canvas is not None else None, source="strokes")
-    width = None
-    if query.canvas is not None and query.stroke_width is not None:
-        width = query.stroke_width * size / max(query.canvas)
+    """Rasterise JSON strokes at the model's size: by default as the datasets draw a Quick, Draw!
+    file (:func:`~sbirkit.data.strokes.rasterize_sketch`: the ink fitted, the training line
+    width), or placed as drawn on ``canvas`` at ``stroke_width`` with ``fit: "canvas"``."""
+    arrays = [np.stack([np.asarray(s[0], float), np.asarray(s[1], float)], axis=1) for s in query.strokes]
+    if query.fit == "bbox":
+        strokes = Strokes(arrays, source="strokes")
+        return _sketch(lambda: sketch_from_strokes(strokes, size, "strokes"))
+    strokes = Strokes(arrays, canvas=(0.0, 0.0, *query.canvas), source="strokes")
+    width = None if query.stroke_width is None else query.stroke_width * size / max(query.canvas)
     return _sketch(lambda: sketch_from_strokes(strokes, size, "strokes", stroke_width=width))
 
 

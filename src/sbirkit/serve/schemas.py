@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,10 +13,12 @@ class StrokeQuery(BaseModel):
     """A drawing as strokes, in the Quick, Draw! form: each stroke is ``[xs, ys]`` (or
     ``[xs, ys, ts]``; times are ignored), coordinates with y pointing down.
 
-    Without ``canvas`` the drawing's bounding box is fitted to the model's input (as for a
-    Quick, Draw! file) and drawn with the model's default line width; with ``canvas``
-    ``[width, height]`` the drawing is placed as drawn on that area (what the page sends), and
-    ``stroke_width`` (in the same units) is the line width the person saw.
+    By default (``fit: "bbox"``) the drawing is drawn exactly as the training data were: its
+    bounding box fitted to the model's input with the datasets' margin, centred, at the line width
+    the model was trained with, wherever and however thick it was drawn (one rasterisation for
+    training and for the page; ``canvas`` and ``stroke_width`` are then accepted and do not change
+    the image). ``fit: "canvas"`` places it as drawn on the ``canvas`` area ``[width, height]``
+    instead, with ``stroke_width`` (in canvas units) as its line width.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -24,7 +26,10 @@ class StrokeQuery(BaseModel):
     strokes: list[Annotated[list[Coordinates], Field(min_length=2, max_length=3)]] = Field(
         ..., description="[[xs, ys], ...]: one entry per stroke", examples=[[[[10, 60, 110], [10, 90, 10]]]])
     canvas: Optional[tuple[float, float]] = Field(None, description="[width, height] of the drawing area")
-    stroke_width: Optional[float] = Field(None, description="line width in canvas units (needs canvas)")
+    stroke_width: Optional[float] = Field(None, description="line width in canvas units (needs canvas; "
+                                          "changes the image only with fit canvas)")
+    fit: Literal["bbox", "canvas"] = Field("bbox", description="bbox: the ink fitted and drawn as the training "
+                                           "data were (default); canvas: placed as drawn on canvas")
 
 
 class Hit(BaseModel):

@@ -36,8 +36,19 @@ def class_files(root: str, suffix: str) -> list[Path]:
     return files
 
 
-def select_classes(files: list[Path], classes: Iterable[str] | None, root: str) -> list[Path]:
-    """Keep the files whose stem matches one of ``classes`` (any spelling); unknown names fail."""
+def select_classes(files: list[Path], classes: Iterable[str] | None, root: str,
+                   exclude: Iterable[str] | None = None) -> list[Path]:
+    """Keep the files whose stem matches one of ``classes`` (any spelling; all when None), less
+    those matching ``exclude``; unknown names in either fail."""
+    if exclude is not None:
+        dropped = [exclude] if isinstance(exclude, str) else list(exclude)
+        by_name = {normalize_class_name(f.stem) for f in files}
+        unknown = [c for c in dropped if normalize_class_name(c) not in by_name]
+        if unknown:
+            raise DataError(f"{root}: exclude_classes: expected names among the {len(files)} class files, "
+                            f"not found: {unknown}")
+        gone = {normalize_class_name(c) for c in dropped}
+        files = [f for f in files if normalize_class_name(f.stem) not in gone]
     if classes is None:
         return files
     wanted = [classes] if isinstance(classes, str) else list(classes)
@@ -83,15 +94,17 @@ def quickdraw_ndjson(
     classes: Iterable[str] | None = None,
     image_size: int = 64,
     stroke_width: float = 2.0,
+    exclude_classes: Iterable[str] | None = None,
 ) -> QuickDrawNdjsonDataset:
     """Quick, Draw! ``<class>.ndjson`` drawings (raw or simplified), a folder of them or one file.
 
     A row that is not valid JSON, has no ``drawing`` or draws nothing is recorded in ``skipped``
     as ``path#line`` (0-based line number). With ``max_per_class`` the rest of a file is not read.
-    A row without ``recognized`` counts as recognised.
+    A row without ``recognized`` counts as recognised. ``exclude_classes`` leaves classes out
+    (e.g. the classes of a benchmark, when pretraining on the rest).
     """
     _check_limit(max_per_class, root)
-    files = select_classes(class_files(root, ".ndjson"), classes, root)
+    files = select_classes(class_files(root, ".ndjson"), classes, root, exclude_classes)
     names = [f.stem for f in files]
     samples: list[Sample] = []
     strokes: dict[str, Strokes] = {}
