@@ -169,7 +169,7 @@ def test_estimator_priors_guidance_warmup_and_anchors(base):
     sketches = m.estimators["sketch"](torch.randn(4, m.options.noise_dim))
     total, terms = m.estimator_objective(photos, sketches)
     expected = sum(getattr(m.options, f"w_{k}") * v for k, v in terms.items() if k not in ("guidance", "guidance_grad"))
-    assert float(total) == pytest.approx(float(expected), rel=1e-5) and "guidance" in terms
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5) and "guidance" in terms
     method, _ = load_run(base / "priors", "last")  # the anchors are in the checkpoint
     assert torch.equal(method.heads.anchors, m.heads.anchors.detach().cpu())
     with pytest.raises(SbirkitError, match="method.bn_sides: expected a list of photo and/or sketch"):

@@ -54,10 +54,10 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..losses import data_free as L
-from . import register_method
+from . import dfl_diagnostics, register_method
 from .base import Method
-from . import dfl_diagnostics
 from .dfl_estimators import Estimator, build_estimators, rgb  # noqa: F401  (Estimator re-exported)
+from .dfl_students import STUDENT_INITS, init_students_from_teachers
 from .teachers import (
     LabelSpace,
     Teacher,
@@ -355,6 +355,7 @@ class CrossXDFL(Method):
         proxy_scale: float = 5.0
         euclid_temperature: float = 1.0
         augment: bool = True
+        student_init: str = "none"  # none | teachers: each student's backbone starts as its teacher's
         validation_size: int = 256
         # real images read for diagnosis only, never for training: {photos: DIR, sketches: DIR} or
         # {data: <data section>, split: NAME} (dfl_diagnostics.load_reference)
@@ -413,6 +414,8 @@ class CrossXDFL(Method):
             value = getattr(o, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"method.{key}: expected a number > 0, got {value!r}")
+        if o.student_init not in STUDENT_INITS:
+            raise ConfigError(f"method.student_init: expected one of {', '.join(STUDENT_INITS)}, got {o.student_init!r}")
         if not isinstance(o.bn_sides, (list, tuple)) or not set(o.bn_sides) <= {"photo", "sketch"}:
             raise ConfigError(f"method.bn_sides: expected a list of photo and/or sketch, got {o.bn_sides!r}")
         if isinstance(o.guidance_warmup, bool) or not isinstance(o.guidance_warmup, int) or o.guidance_warmup < 0:
@@ -506,6 +509,8 @@ class CrossXDFL(Method):
         except TeacherNotTrained as exc:  # a dry run: report what training would do first
             print(f"# {exc}", file=sys.stderr)
             return
+        if o.student_init == "teachers":  # (a resumed run then loads its own weights over these)
+            init_students_from_teachers(self.students, {"photo": photo, "sketch": sketch})
         self.heads.build(space, {"photo": photo, "sketch": sketch}, self.students.embed_dim, o.proxy_scale,
                          anchors=o.w_anchor > 0)
         if o.variant in POOL_VARIANTS:
