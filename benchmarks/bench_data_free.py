@@ -263,6 +263,12 @@ PAPER = {  # name -> (preset, overrides, training-free)
     "Gaussian prior": ("dfl_gaussian_prior-cifar9_quickdraw9", [], False),
     "meta-data (DeepInversion)": ("dfl_deepinversion-cifar9_quickdraw9", [], False),
     "alternative data": ("dfl_alternative_data-cifar9_quickdraw9", [], False),
+    # one setting of the preset changed at a time (chosen on the diagnostics' reference mAP, not the test)
+    "crossx_dfl (strokes, in-place estimators)": ("crossx_dfl-cifar9_quickdraw9", ["method.meta_init=false"], False),
+    "crossx_dfl (strokes, random student init)": ("crossx_dfl-cifar9_quickdraw9", ["method.student_init=none"], False),
+    "crossx_dfl (strokes, no BN/image priors)": ("crossx_dfl-cifar9_quickdraw9",
+                                                 ["method.w_bn=0.0", "method.w_tv=0.0", "method.w_l2=0.0"], False),
+    "crossx_dfl (strokes, shared class anchors)": ("crossx_dfl-cifar9_quickdraw9", ["method.w_anchor=1.0"], False),
 }
 
 
