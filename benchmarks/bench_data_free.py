@@ -219,7 +219,7 @@ def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None)
                  "quickdraw-ndjson, root: quickdraw_raw, options: {classes: [airplane, car, bird, cat, dog, frog, "
                  "horse, cruise ship, sailboat, speedboat, truck]}}, photos: {name: image-folder, root: cifar10}, "
                  "class_map: {automobile: car, ship: [cruise ship, sailboat, speedboat]}, sketch_splits: {train: 0.6, "
-                 "test: 0.4}, seed: 0}}}, split: train, size: 256}")
+                 "test: 0.4}, seed: 0}}, split: train, size: 256}")
     rows = (("classifier only (logits)", "dfl_classifier_only-doodlenet_effnet", [], True),
             ("classifier only (probabilities)", "dfl_classifier_only-doodlenet_effnet",
              ["method.classifier_output=probs"], True),
@@ -297,7 +297,7 @@ def part_paper(out: Path, shared: Path, seeds: list[int], only: list[str] | None
                  "quickdraw-ndjson, root: quickdraw_raw, options: {classes: [airplane, car, bird, cat, dog, frog, "
                  "horse, cruise ship, sailboat, speedboat, truck]}}, photos: {name: image-folder, root: cifar10}, "
                  "class_map: {automobile: car, ship: [cruise ship, sailboat, speedboat]}, sketch_splits: {train: 0.6, "
-                 "test: 0.4}, seed: 0}}}, split: train, size: 512}")
+                 "test: 0.4}, seed: 0}}, split: train, size: 512}")
     for seed in seeds:
         for name, (preset, overrides, free) in PAPER.items():
             if only and name not in only:

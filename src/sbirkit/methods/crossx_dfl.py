@@ -520,6 +520,8 @@ class CrossXDFL(Method):
         self.teacher_fingerprint = torch.tensor([photo.fingerprint(), sketch.fingerprint()], dtype=torch.long)
         if o.variant == "alternative_data":
             self._substitute_dataset()
+        if o.reference is not None:  # read (and checked) now, not at the first validation
+            self.reference_images(ctx.device)
 
     def attach_teachers(self, base_dir: Path | None, device, progress: bool = True, train_missing: bool = True):
         """Load the teachers and the discriminator the options name (``base_dir``: where preset
