@@ -271,6 +271,7 @@ PAPER = {  # name -> (preset, overrides, training-free)
     "crossx_dfl (strokes, no BN/image priors)": ("crossx_dfl-cifar9_quickdraw9",
                                                  ["method.w_bn=0.0", "method.w_tv=0.0", "method.w_l2=0.0"], False),
     "crossx_dfl (strokes, shared class anchors)": ("crossx_dfl-cifar9_quickdraw9", ["method.w_anchor=1.0"], False),
+    "crossx_dfl (strokes, agreeing pairs only)": ("crossx_dfl-cifar9_quickdraw9", ["method.pool_filter=agree"], False),
 }
 
 

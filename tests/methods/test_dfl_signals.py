@@ -174,3 +174,18 @@ def test_estimator_priors_guidance_warmup_and_anchors(base):
     assert torch.equal(method.heads.anchors, m.heads.anchors.detach().cpu())
     with pytest.raises(SbirkitError, match="method.bn_sides: expected a list of photo and/or sketch"):
         Trainer(tiny_config("method.bn_sides=[both]"), base / "bad3")._build()
+
+
+def test_the_agreement_filter_keeps_only_pairs_the_teachers_agree_on(base):
+    trainer = Trainer(tiny_config("method.pool_filter=agree", "train.steps=6", "train.eval_every=6"),
+                      base / "agree")
+    trainer.fit()
+    m = trainer.method
+    first = m.options.estimator_batch  # the first round fills the pool whatever
+    filled = int(min(int(m.pool_count), m.options.pool_size))
+    assert first <= filled <= 3 * first
+    shared = m.heads.shared
+    later_p, later_s = m.pool_prob_photo[first:filled], m.pool_prob_sketch[first:filled]
+    assert torch.equal(later_p[:, shared].argmax(1), later_s[:, shared].argmax(1))
+    with pytest.raises(SbirkitError, match="method.pool_filter: expected 'none' or 'agree'"):
+        Trainer(tiny_config("method.pool_filter=some"), base / "bad4")._build()

@@ -328,6 +328,7 @@ class CrossXDFL(Method):
         inner_lr: float = 0.01
         estimator_lr: float = 0.01
         pool_size: int = 2048
+        pool_filter: str = "none"  # none | agree: only pairs both teachers give the same shared class
         # estimator objective weights (0 switches a term off)
         w_onehot: float = 1.0
         w_balance: float = 5.0
@@ -414,6 +415,8 @@ class CrossXDFL(Method):
             value = getattr(o, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"method.{key}: expected a number > 0, got {value!r}")
+        if o.pool_filter not in ("none", "agree"):
+            raise ConfigError(f"method.pool_filter: expected 'none' or 'agree', got {o.pool_filter!r}")
         if o.student_init not in STUDENT_INITS:
             raise ConfigError(f"method.student_init: expected one of {', '.join(STUDENT_INITS)}, got {o.student_init!r}")
         if not isinstance(o.bn_sides, (list, tuple)) or not set(o.bn_sides) <= {"photo", "sketch"}:
@@ -815,6 +818,13 @@ class CrossXDFL(Method):
         qs = (sketches * 255).round().clamp(0, 255).to(torch.uint8)
         t_photo, t_sketch = self._teacher_targets(qp.float() / 255, qs.float() / 255)
         labels = (t_photo + t_sketch).argmax(1)
+        if self.options.pool_filter == "agree" and int(self.pool_count) > 0:
+            # only pairs whose teachers name the same shared class (the first round fills the pool whatever)
+            shared = torch.as_tensor(self.space.shared, device=qp.device)
+            agree = t_photo[:, shared].argmax(1) == t_sketch[:, shared].argmax(1)
+            if not bool(agree.any()):
+                return
+            qp, qs, t_photo, t_sketch, labels = qp[agree], qs[agree], t_photo[agree], t_sketch[agree], labels[agree]
         size, n = self.options.pool_size, len(qp)
         keep = min(n, size)
         start = int(self.pool_count) + n - keep
