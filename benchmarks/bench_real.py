@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from sbirkit.data import SBIRDataset, create_dataset
-from sbirkit.data.dataset import _pil_to_tensor
+from sbirkit.data.dataset import pil_to_tensor
 from sbirkit.engine import apply_overrides, evaluate_run, load_preset, train
 from sbirkit.engine.inference import build_dataset
 from sbirkit.eval import evaluate_retrieval
@@ -94,7 +94,7 @@ def frozen_features(backbone, dataset: SBIRDataset, samples, size: int, grid: in
     mean, std = ((torch.tensor(v).view(1, -1, 1, 1) for v in stats) if stats else (None, None))
     out = []
     for i in range(0, len(samples), batch):
-        x = torch.stack([_pil_to_tensor(dataset.load_image(s, size)) for s in samples[i:i + batch]])
+        x = torch.stack([pil_to_tensor(dataset.load_image(s, size)) for s in samples[i:i + batch]])
         if mean is not None:
             x = (x - mean) / std
         f = backbone(x) if grid is None else F.adaptive_avg_pool2d(backbone.forward_features(x), grid).flatten(1)

@@ -90,6 +90,8 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
 
     rows = []
     configs = [("Flat", None, None)]
+    # the configuration BENCHMARKS.md records (FAISS's guide: 4 to 16 sqrt(N) lists for speed), not the
+    # library's own rule (sbirkit.index.faiss_ops.default_nlist, about sqrt(N), used by suggested_ivf_factory)
     nlist = max(1, round(4 * math.sqrt(n)))
     train = min(n, args.train_per_list * nlist)
     configs += [(f"IVF{nlist},Flat", train, p) for p in args.nprobes]

@@ -431,15 +431,10 @@ def _format_eval(report: dict) -> str:
 
 
 def _run_encoder(run: Path, which: str):
-    """(encode_fn(images, modality), image_size, model_info) for a trained run."""
-    from .engine import load_run, model_fingerprint
+    """(encoder, image_size, model_info) for a trained run (:mod:`sbirkit.index.run_model`)."""
+    from .index.run_model import load_run_encoder
 
-    method, config = load_run(run, which)
-    encoder = method.encoder.eval()
-    size = int((config["data"].get("options") or {}).get("image_size", 64))
-    info = {"run": str(run.resolve()), "fingerprint": model_fingerprint(run, which), "which": which,
-            "backbone": config["model"]["backbone"], "embed_dim": int(encoder.embed_dim), "image_size": size}
-    return encoder, size, info
+    return load_run_encoder(run, which)
 
 
 def _embed_folder(run: Path, folder: Path, which: str, batch_size: int, modality: str = "photo",
@@ -664,14 +659,6 @@ def _index_from_embeddings(path: Path, run: Optional[Path], out: Path, factory, 
         typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"  # pragma: no cover
-
-
 @index_app.command("info")
 def index_info(
     index_dir: Path = typer.Argument(..., help="Index folder from 'sbirkit index build'."),
@@ -684,6 +671,7 @@ def index_info(
     import json
 
     from .index import GalleryIndex
+    from .index.sizes import format_bytes as _size
 
     meta = GalleryIndex.read_meta(index_dir)
     if verify:
@@ -844,6 +832,8 @@ def search(
     _positive("-k", k)
     if drawing < 0:
         _fail(f"--drawing: expected a drawing number >= 0, got {drawing}")
+    if grid is not None and not grid.parent.is_dir():  # checked first; nothing is created for it
+        _fail(f"--grid {grid}: expected a file in an existing folder, {grid.parent} is not one")
     queries = _query_files(sketch)
     index = GalleryIndex.load(index_dir)
     if nprobe is not None:

@@ -69,7 +69,7 @@ def test_max_memory_chooses_and_records_the_index(cli_run, tmp_path):
     assert tuned["max_memory_bytes"] == 10**6 and tuned["factory"] == "Flat" and tuned["recall@10"] == 1.0
     assert tuned["target_recall"] == 0.95 and meta["build"]["mmap"] is True
     info = ok("index", "info", tmp_path / "idx").stdout
-    assert "chosen: Flat for --max-memory 1.0 MB" in info and "recall@10 1.000" in info
+    assert "chosen: Flat for --max-memory 976.6 KiB" in info and "recall@10 1.000" in info  # 1MB = 10^6 bytes
     assert len(search_json(tmp_path / "idx", sketches)["queries"][0]["results"]) == 5
 
 

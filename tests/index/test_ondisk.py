@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sbirkit.errors import DataError, UsageError
-from sbirkit.index import GalleryIndex, gallery
+from sbirkit.index import GalleryIndex, checksums
 from sbirkit.index.autotune import ArraySource, build_index
 from sbirkit.index.items import ConcatItems, JsonlItems, item_line
 from sbirkit.index.ondisk import verify_index
@@ -89,7 +89,7 @@ def test_mmap_follows_the_build_and_updates_still_work(tmp_path):
 
 
 def test_what_a_mapped_load_checks(tmp_path, monkeypatch):
-    monkeypatch.setattr(gallery, "QUICK_BYTES", 4096)  # the two ends the quick checksum covers: 4 kB here
+    monkeypatch.setattr(checksums, "QUICK_BYTES", 4096)  # the two ends the quick checksum covers: 4 kB here
     x = vectors(2000, 16)
     GalleryIndex.build(x, items(len(x)), {"fingerprint": "fp"}, factory="IVF64,Flat", progress=False).save(
         tmp_path / "idx")

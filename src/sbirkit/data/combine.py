@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import create_dataset, register_dataset
 from .classnames import normalize_class_name
 from .dataset import SBIRDataset
 from .records import DataError, Sample
+from .registry import create_dataset, register_dataset
 from .strokes import Strokes
 
 log = logging.getLogger(__name__)

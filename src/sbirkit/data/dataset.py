@@ -50,11 +50,16 @@ class ValidationReport:
         return not self.failures
 
 
-def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """A PIL image as a float ``(C, H, W)`` tensor in [0, 1] (grey images get one channel), the
+    form every dataset, sampler, source and cache hands to a model."""
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+_pil_to_tensor = pil_to_tensor  # the old private name, until the branches that import it have merged
 
 
 class SBIRDataset:
@@ -279,7 +284,7 @@ class SampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
         img = self.dataset.load_image(s, self.size)
-        image = self.transform(img) if self.transform is not None else _pil_to_tensor(img)
+        image = self.transform(img) if self.transform is not None else pil_to_tensor(img)
         return {
             "image": image,
             "label": s.class_index,

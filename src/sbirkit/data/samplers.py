@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .dataset import SBIRDataset, _pil_to_tensor
+from .dataset import SBIRDataset, pil_to_tensor
 from .records import DataError, Sample
 
 Pair = tuple[int, int]
@@ -174,7 +174,7 @@ class PairDataset(torch.utils.data.Dataset):
             from .augment import load_augmented
 
             img = load_augmented(self.dataset, sample, self.augment, rng, self.size, flip)
-        return self.transform(img) if self.transform is not None else _pil_to_tensor(img)
+        return self.transform(img) if self.transform is not None else pil_to_tensor(img)
 
     def __getitem__(self, item: tuple) -> dict[str, Any]:
         si, pi = item[0], item[1]

@@ -33,6 +33,7 @@ from torch import nn
 from ..data import SBIRDataset
 from ..data.records import DataError, Sample
 from ..data.samplers import PairDataset
+from ..fileio import atomic_write_many
 from ..models.encoders import Encoder
 
 
@@ -86,14 +87,14 @@ class _ViewImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         from ..data.augment import item_rng, load_augmented
-        from ..data.dataset import _pil_to_tensor
+        from ..data.dataset import pil_to_tensor
 
         sample, view = self.rows[i]
         if view == 0 or self.augment is None:
-            return _pil_to_tensor(self.dataset.load_image(sample))
+            return pil_to_tensor(self.dataset.load_image(sample))
         flip = bool(view % 2) if self.augment.flip_probability() > 0 else None
         rng = item_rng(zlib.crc32(sample.key.encode()), view, 0xCA)
-        return _pil_to_tensor(load_augmented(self.dataset, sample, self.augment, rng, flip=flip))
+        return pil_to_tensor(load_augmented(self.dataset, sample, self.augment, rng, flip=flip))
 
 
 @torch.no_grad()
@@ -206,11 +207,9 @@ class FeatureStore:
     def _write(self, folder: Path, keys: list[str], array: np.ndarray, dataset: SBIRDataset, modality: str,
                branch: Encoder) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".features.{os.getpid()}.npy"
-        np.save(tmp, np.ascontiguousarray(array, dtype=np.float32))
-        (folder / ".keys.tmp").write_text(json.dumps(keys))
-        os.replace(tmp, folder / "features.npy")
-        os.replace(folder / ".keys.tmp", folder / "keys.json")
+        rows = np.ascontiguousarray(array, dtype=np.float32)
+        atomic_write_many({folder / "features.npy": lambda f: np.save(f, rows, allow_pickle=False),
+                           folder / "keys.json": json.dumps(keys).encode()})
         meta = {"data": self.data, "image_size": dataset.image_size, "modality": modality,
                 **branch_identity(branch, self.stage),
                 "rows": len(keys)}

@@ -9,66 +9,23 @@ the protocol (queries, gallery, conventions) that ``eval.json`` keeps beside the
 * :class:`~sbirkit.engine.zero_shot.ZeroShotProtocol` (``data.zero_shot``): training sees seen
   classes only; evaluation ranks the unseen classes (ZSL) or everything (GZSL).
 
-:func:`create_protocol` picks one from a config's ``data`` section. The class/instance splitting
+:func:`create_protocol` picks one from a config's ``data`` section. The base class and
+:class:`Evaluation` live in :mod:`.protocol_base` (re-exported here), so both protocols import
+them and this module imports the zero-shot one without a circle. The class/instance splitting
 itself (zero-shot splits, ``val_fraction``) lives in :mod:`sbirkit.data.splits`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, DataError
-from ..eval import DEFAULT_METRICS
-from .evaluator import Evaluator, flat_metrics
+from .evaluator import Evaluator
 from .options import EvalOptions
+from .protocol_base import FINE_GRAINED_METRICS, Evaluation, Protocol
 
-FINE_GRAINED_METRICS = ("acc@1", "acc@5", "acc@10")
-
-
-@dataclass
-class Evaluation:
-    """What a protocol's evaluation returns: results per direction, the protocol record, and the
-    embeddings it scored (``{"sketch": ..., "photo": ...}``, in the split's sample order)."""
-
-    results: dict[str, Any]
-    protocol: dict[str, Any]
-    embeddings: dict[str, Any] = field(default_factory=dict)
-
-
-class Protocol:
-    """Base class (see the module docstring)."""
-
-    name = "protocol"
-
-    def __init__(self, data: Mapping[str, Any], seed: int = 0):
-        self.data, self.seed = dict(data), int(seed)  # the run seed (fitting at evaluation, e.g. ITQ)
-
-    def training_view(self, dataset: Any, seed: int = 0) -> tuple[Any, dict[str, Any] | None]:
-        """``(what the trainer may hold, a record for meta.json or None)``."""
-        return dataset, None
-
-    def metric_names(self, directions: Sequence[str], instance_level: bool) -> list[str]:
-        """The ``<direction>/<metric>`` names validation produces (what ``eval.select`` may name)."""
-        out = []
-        for d in directions:
-            cross = d.split("2")[0] != d.split("2")[1]
-            out += [f"{d}/{m}" for m in (*DEFAULT_METRICS, *(FINE_GRAINED_METRICS if cross and instance_level else ()))]
-        return out
-
-    def validate(self, evaluator: Evaluator, split: str, ev: EvalOptions) -> dict[str, float]:
-        """Validation numbers on ``split`` (``eval.directions``), flat: ``{"sketch2photo/map": ...}``.
-        Empty when the split has no sketches or no photos."""
-        sketches, photos = evaluator.split(split)
-        if not sketches or not photos:
-            return {}
-        results, _, _ = evaluator.directions(sketches, photos, ev.directions, ev.distance)
-        return flat_metrics(results)
-
-    def evaluate(self, evaluator: Evaluator, split: str, directions: Sequence[str], ev: EvalOptions, *,
-                 gzsl: bool = False, per_query: bool = False) -> Evaluation:
-        raise NotImplementedError
+__all__ = ["FINE_GRAINED_METRICS", "Evaluation", "Protocol", "StandardProtocol", "create_protocol"]
 
 
 class StandardProtocol(Protocol):

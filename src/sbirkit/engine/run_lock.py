@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fileio import file_lock
 from .runlog import now_iso
 
 LOCK_FILE = ".lock"
@@ -23,28 +24,19 @@ LOCK_FILE = ".lock"
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Hold the run folder's lock for the block; a second holder gets a one-line ConfigError."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with file_lock(path, blocking=False) as f:
+        if f is None:
             holder = path.read_text(errors="replace").strip() or "another process"
             raise ConfigError(f"{run_dir}: run folder in use by {holder}; wait for it to finish or use another "
-                              "--run-dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n".encode())
+                              "--run-dir")
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n".encode())
+        f.flush()
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            f.truncate(0)
+            f.flush()

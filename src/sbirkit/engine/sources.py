@@ -242,11 +242,11 @@ class SampleSource(TrainSource):
 
     def _augmented(self, i: int, step: int, position: int) -> dict[str, Any]:
         from ..data.augment import item_rng, item_seed, load_augmented
-        from ..data.dataset import _pil_to_tensor
+        from ..data.dataset import pil_to_tensor
 
         sample = self.sample_list[i]
         img = load_augmented(self.dataset, sample, self.augment, item_rng(item_seed(self.seed, step, position), 0))
-        return {"image": _pil_to_tensor(img), "label": sample.class_index,
+        return {"image": pil_to_tensor(img), "label": sample.class_index,
                 "instance": self.items._instance_idx.get(sample.instance_id, -1),
                 "user": self.items._user_idx.get(sample.user_id, -1), "index": i}
 

@@ -23,7 +23,7 @@ from ..eval import DIRECTIONS, RetrievalResult, evaluate_retrieval
 from ..eval import metrics as M
 from .evaluator import Evaluator
 from .options import EvalOptions
-from .protocols import Evaluation, Protocol
+from .protocol_base import Evaluation, Protocol
 
 DEFAULT_METRICS: tuple[str, ...] = ("map", "p@100")
 # published protocols that report more than mAP@all and P@100, in their own mAP@200 convention

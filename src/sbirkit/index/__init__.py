@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from .gallery import (
-    GalleryIndex,
-    ModelMismatchError,
-    SearchResult,
-    check_model,
-    suggested_ivf_factory,
-)
+from .faiss_ops import suggested_ivf_factory
+from .gallery import GalleryIndex, SearchResult
+from .run_model import ModelMismatchError, check_model
 
 # The file helpers import the data package (and with it torch, ~0.7 GB resident); loaded on
 # first use, so building or searching an index from stored embeddings does not pay for them.

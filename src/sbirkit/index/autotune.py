@@ -18,8 +18,8 @@ How the index is chosen (:func:`candidates`, in this order; the first that fits 
    down to 4; with ``OPQ{m}`` (a learned rotation, FAISS ``OPQMatrix``) in front once each
    sub-quantizer covers 4 dimensions or more, where it helps most.
 
-``nlist`` is the power of two nearest to ``sqrt(N)`` (at most one list per 39 training
-vectors). FAISS's guide suggests 4 to 16·sqrt(N) for the fastest search; sqrt(N) keeps k-means
+``nlist`` (:func:`~.faiss_ops.default_nlist`) is the power of two nearest to ``sqrt(N)`` (at
+most one list per 39 training vectors). FAISS's guide suggests 4 to 16·sqrt(N) for the fastest search; sqrt(N) keeps k-means
 training and the assignment of every vector (both cost in proportion to ``nlist``) within
 minutes on a small machine, and the ``nprobe`` tuning below pays for it at search time.
 
@@ -57,7 +57,10 @@ import faiss
 import numpy as np
 
 from ..errors import DataError, UsageError
-from .gallery import _METRICS, GalleryIndex, _fit_nlist, _short, check_factory
+from .faiss_ops import METRICS, as_matrix, check_factory, default_nlist, fit_nlist, short_error
+from .gallery import GalleryIndex
+from .items import check_items
+from .sizes import format_bytes, parse_memory  # noqa: F401  (parse_memory: used by the CLI from here)
 
 #: fewer vectors than this: exact search (``Flat``) when it fits
 FLAT_MAX_ROWS = 20_000
@@ -70,34 +73,6 @@ MIN_PQ_TRAIN = 65_536
 #: default number of gallery vectors drawn as queries to tune and measure recall (half each)
 DEFAULT_QUERIES = 1000
 _ADD_ROWS = 65536
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4, "tb": 1000**4, "tib": 1024**4}
-_MEMORY = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*")
-
-
-def parse_memory(text: str | int, flag: str = "--max-memory") -> int:
-    """Bytes in ``"4GB"`` (10^9), ``"4GiB"``/``"4G"`` (2^30), ``"512MB"``, ``"2000000"`` (bytes)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        m = _MEMORY.fullmatch(str(text))
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _UNITS:
-            raise UsageError(f"{flag}: expected a size such as 4GB, 4GiB, 512MB or 2000000 (bytes), got {text!r}")
-        value = int(float(m.group(1)) * _UNITS[unit])
-    if value < 1:
-        raise UsageError(f"{flag}: expected a positive size, got {text!r}")
-    return value
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def check_target_recall(value: float | None, flag: str = "--target-recall") -> float | None:
     if value is None:
         return None
@@ -116,15 +91,6 @@ class Candidate:
     estimated_bytes: int
     fits: bool = False
     note: str | None = None
-
-
-def default_nlist(n: int, n_train: int | None = None) -> int:
-    """The power of two nearest ``sqrt(n)``, at most one list per 39 training vectors."""
-    n_train = n if n_train is None else n_train
-    nlist = 2 ** max(0, round(math.log2(max(1.0, math.sqrt(n)))))
-    while nlist > 1 and nlist * 39 > n_train:
-        nlist //= 2
-    return max(1, nlist)
 
 
 def default_train_size(n: int, factory: str) -> int:
@@ -228,10 +194,8 @@ class ArraySource:
 
     def __init__(self, embeddings: np.ndarray, items: Sequence[dict], model_info: dict | None = None,
                  what: str = "gallery embeddings"):
-        from .gallery import _as_matrix, _check_items
-
-        self.x = _as_matrix(embeddings, what)
-        self._items = _check_items(items, len(self.x), "gallery")
+        self.x = as_matrix(embeddings, what)
+        self._items = check_items(items, len(self.x), "gallery")
         self.model_info = dict(model_info or {})
         self.dim = int(self.x.shape[1])
         self.skipped = 0
@@ -410,8 +374,8 @@ def build_index(
     from tqdm.auto import tqdm
 
     say = echo or (lambda s: None)
-    if metric not in _METRICS:
-        raise UsageError(f"metric: expected one of {sorted(_METRICS)}, got {metric!r}")
+    if metric not in METRICS:
+        raise UsageError(f"metric: expected one of {sorted(METRICS)}, got {metric!r}")
     if factory is not None and max_memory is not None:
         raise UsageError("--factory, --max-memory: expected one of them (--max-memory chooses the factory)")
     target_recall = check_target_recall(target_recall)
@@ -437,8 +401,8 @@ def build_index(
     requested = factory
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the change is recorded in factory_note below
-        factory, note = _fit_nlist(factory, n_train)
-    index = faiss.index_factory(d, factory, _METRICS[metric])
+        factory, note = fit_nlist(factory, n_train)
+    index = faiss.index_factory(d, factory, METRICS[metric])
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         ivf.cp.seed = int(seed)
@@ -458,7 +422,7 @@ def build_index(
             index.train(sample)
         except RuntimeError as exc:
             raise DataError(f"gallery embeddings: training {factory!r} on {len(sample)} vectors failed: "
-                            f"{_short(exc)}") from None
+                            f"{short_error(exc)}") from None
         del sample
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()

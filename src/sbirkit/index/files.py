@@ -16,8 +16,10 @@ uses the same path):
   near-white threshold:
   the paper level is the :data:`PAPER_PERCENTILE` th percentile of its grey values, ink is at
   least :data:`INK_CONTRAST` levels darker than that, and a sketch needs
-  ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels, else :class:`EmptySketchError`
-  (a blank or uniformly grey page, a single faint dot, a path outside the viewBox);
+  ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels spanning at least
+  :data:`MIN_INK_SPAN` pixels, else :class:`EmptySketchError` (a blank or uniformly grey page, a
+  single faint dot, a single dark pixel, a path outside the viewBox); vector strokes whose points
+  all lie at one place (a one-point Quick, Draw! drawing) are refused before rasterising;
 * a query that looks like a photo rather than a drawing -- at least :data:`PHOTO_MIN_LEVELS`
   grey levels each holding :data:`PHOTO_LEVEL_SHARE` of the pixels (and
   :data:`PHOTO_LEVEL_PIXELS`), or less than
@@ -57,9 +59,12 @@ MAX_NDJSON_LINE_CHARS = 10_000_000
 PAPER_PERCENTILE = 90
 #: A pixel is ink when it is at least this many grey levels (of 255) darker than the paper.
 INK_CONTRAST = 48
-#: A sketch needs at least ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels.
+#: A sketch needs at least ``max(MIN_INK_PIXELS, MIN_INK_FRACTION * pixels)`` ink pixels...
 MIN_INK_FRACTION = 0.001
 MIN_INK_PIXELS = 4
+#: ... spanning at least this many pixels across (rows or columns): a dot is not a drawing. One
+#: dark pixel on a cell boundary of a large page becomes a 2x2 block when shrunk, 4 ink pixels.
+MIN_INK_SPAN = 3
 #: Photo-like: at least PHOTO_MIN_LEVELS grey levels each hold PHOTO_LEVEL_SHARE of the pixels
 #: and at least PHOTO_LEVEL_PIXELS of them (line drawings use under 15: paper, ink and
 #: anti-aliased edges; photos 30 to 100 from 64 px up; at 32 px few levels reach 16 pixels)...
@@ -83,6 +88,7 @@ class InkStats:
     pixels: int
     paper: int  # the paper's grey level
     ink_pixels: int  # pixels at least INK_CONTRAST darker than the paper
+    ink_span: int  # rows or columns (the larger) between the first and the last ink pixel, inclusive
     paper_fraction: float  # pixels within PAPER_TOLERANCE of the paper
     levels: int  # grey levels holding at least PHOTO_LEVEL_SHARE (and PHOTO_LEVEL_PIXELS) of the pixels
 
@@ -92,7 +98,7 @@ class InkStats:
 
     @property
     def has_ink(self) -> bool:
-        return self.ink_pixels >= self.min_ink_pixels
+        return self.ink_pixels >= self.min_ink_pixels and self.ink_span >= MIN_INK_SPAN
 
     @property
     def photo_like(self) -> bool:
@@ -107,10 +113,14 @@ def ink_stats(img: Image.Image | np.ndarray) -> InkStats:
     hist = np.bincount(grey.ravel(), minlength=256)
     cum = np.cumsum(hist)
     paper = int(np.searchsorted(cum, PAPER_PERCENTILE / 100 * grey.size))  # lower percentile
+    ink = grey <= paper - INK_CONTRAST
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    span = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) if len(rows) else 0
     return InkStats(
         pixels=int(grey.size),
         paper=paper,
         ink_pixels=int(hist[: max(0, paper - INK_CONTRAST + 1)].sum()),
+        ink_span=int(span),
         paper_fraction=float(hist[max(0, paper - PAPER_TOLERANCE + 1) :].sum() / grey.size),
         levels=int((hist >= max(PHOTO_LEVEL_SHARE * grey.size, PHOTO_LEVEL_PIXELS)).sum()),
     )
@@ -120,6 +130,11 @@ def check_sketch_ink(img: Image.Image, where: str) -> InkStats:
     """Refuse a sketch image with no usable ink (:class:`EmptySketchError` naming ``where``);
     warn with :class:`PhotoLikeSketchWarning` when it looks like a photo. Returns the stats."""
     stats = ink_stats(img)
+    if stats.ink_pixels >= stats.min_ink_pixels and stats.ink_span < MIN_INK_SPAN:
+        raise EmptySketchError(
+            f"{where}: pixels: expected ink on the sketch spanning at least {MIN_INK_SPAN} pixels, got a dot "
+            f"{stats.ink_span} pixel(s) across: too small to search with"
+        )
     if not stats.has_ink:
         raise EmptySketchError(
             f"{where}: pixels: expected ink on the sketch (at least {stats.min_ink_pixels} pixels "
@@ -233,6 +248,10 @@ def sketch_from_strokes(
     then the ink check. ``fit`` as :func:`~sbirkit.data.strokes.rasterize`."""
     if strokes.is_empty():
         raise EmptySketchError(f"{where}: strokes: expected at least one stroke, got an empty sketch")
+    x0, y0, x1, y1 = strokes.bounds()
+    if x1 - x0 <= 0 and y1 - y0 <= 0:  # every point in one place: fitted to the image, a dot
+        raise EmptySketchError(f"{where}: strokes: expected ink on the sketch that draws a line, got "
+                               f"{strokes.num_points} point(s) all at one place (a dot)")
     width = 2.0 * size / 64.0 if stroke_width is None else stroke_width
     grey = rasterize(strokes, size, stroke_width=width, fit=fit)
     check_sketch_ink(grey, where)
@@ -257,6 +276,15 @@ def sketch_from_raster(grey: Image.Image, size: int, where: str) -> Image.Image:
     return grey.convert("RGB")
 
 
+def decode_error(where: str, exc: BaseException, formats: Sequence[str] | None = None) -> str:
+    """One line saying an image could not be decoded, without Pillow's repr of the file object
+    it was read from (``<_io.BytesIO object at 0x...>`` for an upload)."""
+    text = re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", " ".join(str(exc).split()))[:160]
+    if isinstance(exc, Image.UnidentifiedImageError) and formats:
+        text += f" (expected one of {', '.join(formats)})"
+    return f"{where}: could not decode the image: {text}"
+
+
 def _open_raster(source, where: str, max_pixels: int | None, formats: Sequence[str] = RASTER_FORMATS) -> Image.Image:
     """Open (not decode) a raster image with one of ``formats``, refusing it from its header when
     it has more than ``max_pixels`` (or the 50 MP library cap)."""
@@ -274,7 +302,7 @@ def _open_raster(source, where: str, max_pixels: int | None, formats: Sequence[s
             f"{where}: pixels: expected at most {cap:,} pixels, got {got}; shrink the image first"
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{where}: could not decode the image: {exc}") from None
+        raise DataError(decode_error(where, exc, formats)) from None
     try:
         if max_pixels is not None and img.width * img.height > max_pixels:
             raise QueryTooLargeError(
@@ -309,7 +337,7 @@ def read_raster_sketch(
     except DataError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise DataError(f"{where}: could not decode the image: {exc}") from None
+        raise DataError(decode_error(where, exc)) from None
 
 
 def _read_svg(p: Path) -> Strokes:

@@ -1,4 +1,7 @@
-"""Item dicts read lazily from JSON-lines files: a few bytes of memory per row, not a dict per row.
+"""The item dicts of an index (one per row): checked (:func:`check_items`), written to and read
+from ``items.jsonl`` whole (:func:`write_items`, :func:`parse_items`), or read lazily.
+
+Read lazily from JSON-lines files: a few bytes of memory per row, not a dict per row.
 
 A gallery of 10M photos has 10M item dicts (id, path, class_name); as Python dicts they take
 about 3-4 GB, more than the FAISS index of their vectors. :class:`JsonlItems` keeps the file
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .checksums import sha256_stream
 
 _SCAN = 1 << 26  # bytes scanned for line breaks at a time (a 64 MiB bool array at most)
 
@@ -57,11 +61,9 @@ class JsonlItems(Sequence):
         size = os.fstat(f.fileno()).st_size
         if sha256 is not None:
             f.seek(0)
-            h = hashlib.sha256()
-            for block in iter(lambda: f.read(1 << 20), b""):  # a read, not the map: no resident pages
-                h.update(block)
-            if h.hexdigest() != sha256:
-                raise DataError(f"{self.path}: sha256: expected {sha256[:16]}..., got {h.hexdigest()[:16]}...; "
+            digest = sha256_stream(f)  # a read, not the map: no resident pages
+            if digest != sha256:
+                raise DataError(f"{self.path}: sha256: expected {sha256[:16]}..., got {digest[:16]}...; "
                                 "it was changed after the index (or shard) was written")
         self._buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         # two passes over the map, so the offset table (8 bytes a line) is the only large array:
@@ -163,3 +165,75 @@ class ConcatItems(Sequence):
 
     def __repr__(self) -> str:
         return f"ConcatItems(parts={len(self.parts)}, rows={len(self)})"
+
+
+# ---- item dicts in memory: checked, written, read whole -----------------------------------------
+def item_key(item: dict) -> str:
+    return str(item["id"] if "id" in item else item["path"])
+
+
+def check_items(
+    items: Sequence[dict], n: int, what: str, taken: set[str] | None = None
+) -> list[dict]:
+    """Copy the item dicts, checking count, an ``id``/``path`` key, uniqueness and JSON-ability."""
+    items = list(items)
+    if len(items) != n:
+        raise DataError(
+            f"{what}: items: expected {n} item dicts (one per embedding row), got {len(items)}"
+        )
+    seen = set(taken or ())
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not ("id" in item or "path" in item):
+            raise DataError(
+                f"{what}: items[{i}]: expected a dict with an 'id' or 'path' key, got {item!r}"
+            )
+        clean = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in item.items()}
+        try:
+            json.dumps(clean)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"{what}: items[{i}]: expected JSON-serialisable values ({exc})"
+            ) from None
+        key = item_key(clean)
+        if key in seen:
+            raise DataError(f"{what}: items[{i}]: id/path {key!r} is already in the gallery")
+        seen.add(key)
+        out.append(clean)
+    return out
+
+
+def write_items(path: Path, items: Sequence[dict]) -> str:
+    """Write ``items.jsonl`` (one JSON object per line) and return its SHA-256. Lazily read items
+    (:mod:`sbirkit.index.items`) hand over their lines as they are, unparsed."""
+    h = hashlib.sha256()
+    raw = getattr(items, "raw_lines", None)
+    lines = raw() if raw is not None else (item_line(item) for item in items)
+    with open(path, "wb") as f:
+        for line in lines:
+            h.update(line)
+            f.write(line)
+    return h.hexdigest()
+
+
+def parse_items(raw: bytes, path: Path) -> list[dict]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}:{lineno}: expected UTF-8 text, byte {raw[exc.start]:#04x} at offset {exc.start} is not UTF-8"
+        ) from None
+    items = []
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            why = "the file is truncated" if not line.endswith("\n") else "could not parse it"
+            raise DataError(f"{path}:{lineno}: expected one JSON object per line, {why}") from None
+        if not isinstance(item, dict) or not ("id" in item or "path" in item):
+            raise DataError(f"{path}:{lineno}: expected an object with 'id' or 'path'")
+        items.append(item)
+    return items

@@ -26,13 +26,15 @@ adds the full SHA-256 of ``index.faiss``. The in-memory load checks the full SHA
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import faiss
 
 from ..errors import DataError
+from .checksums import quick_sha256_stream, sha256_stream
+from .faiss_ops import short_error
+from .store import FILES, INDEX_FILE, ITEMS_FILE, META_FILE, parse_meta, read_live
 
 _MMAP = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
 _MMAP_FLAT = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
@@ -46,8 +48,6 @@ def _fd_path(f, fallback: Path) -> str:
 
 def read_index_mapped(index_path: Path, f, meta: dict, checksums: dict | None, verify: bool = False) -> faiss.Index:
     """Memory-map the FAISS index open as ``f``, after the checks in the module docstring."""
-    from .gallery import INDEX_FILE, _quick_sha256_stream, _sha256_stream, _short
-
     changed = "it was changed after the index was built, or belongs to another build"
     if checksums:
         size = os.fstat(f.fileno()).st_size
@@ -55,10 +55,10 @@ def read_index_mapped(index_path: Path, f, meta: dict, checksums: dict | None, v
         if want is not None and size != want:
             raise DataError(f"{index_path}: size: expected {want} bytes (meta.json), got {size}; {changed}")
         quick = checksums.get(f"{INDEX_FILE}:quick")
-        if quick is not None and _quick_sha256_stream(f) != quick:
+        if quick is not None and quick_sha256_stream(f) != quick:
             raise DataError(f"{index_path}: sha256 of its ends: differs from meta.json's; {changed}")
         if verify or quick is None:  # an index saved before quick checksums: the full check
-            digest = _sha256_stream(f)
+            digest = sha256_stream(f)
             f.seek(0)
             if digest != checksums[INDEX_FILE]:
                 raise DataError(f"{index_path}: sha256: expected {checksums[INDEX_FILE][:16]}... (meta.json), "
@@ -74,7 +74,7 @@ def read_index_mapped(index_path: Path, f, meta: dict, checksums: dict | None, v
             error = exc
             continue
         return index
-    raise DataError(f"{index_path}: expected a FAISS index, could not memory-map it ({_short(error)})")
+    raise DataError(f"{index_path}: expected a FAISS index, could not memory-map it ({short_error(error)})")
 
 
 def verify_index(directory) -> dict:
@@ -83,27 +83,19 @@ def verify_index(directory) -> dict:
     Returns ``{file: "ok"}``; a mismatch is a one-line :class:`DataError`. Reads each file once,
     streamed (nothing is kept in memory).
     """
-    from .gallery import _FILES, INDEX_FILE, ITEMS_FILE, META_FILE, _open_version, _parse_meta, _VersionGone
+    def check(version: Path, handles: dict) -> dict:
+        meta = parse_meta(handles[META_FILE].read(), version / META_FILE)
+        checksums = meta.get("checksums")
+        if not isinstance(checksums, dict):
+            raise DataError(f"{version / META_FILE}: checksums: none recorded (an index from an older "
+                            "sbirkit); rebuild it to verify")
+        out = {}
+        for name in (INDEX_FILE, ITEMS_FILE):
+            digest = sha256_stream(handles[name])
+            if digest != checksums.get(name):
+                raise DataError(f"{version / name}: sha256: expected {str(checksums.get(name))[:16]}... "
+                                f"(meta.json), got {digest[:16]}...")
+            out[name] = "ok"
+        return out
 
-    root = Path(directory)
-    for _ in range(5):
-        try:
-            with _open_version(root, _FILES) as (version, handles):
-                meta = _parse_meta(handles[META_FILE].read(), version / META_FILE)
-                checksums = meta.get("checksums")
-                if not isinstance(checksums, dict):
-                    raise DataError(f"{version / META_FILE}: checksums: none recorded (an index from an older "
-                                    "sbirkit); rebuild it to verify")
-                out = {}
-                for name in (INDEX_FILE, ITEMS_FILE):
-                    h = hashlib.sha256()
-                    for block in iter(lambda f=handles[name]: f.read(1 << 20), b""):
-                        h.update(block)
-                    if h.hexdigest() != checksums.get(name):
-                        raise DataError(f"{version / name}: sha256: expected {str(checksums.get(name))[:16]}... "
-                                        f"(meta.json), got {h.hexdigest()[:16]}...")
-                    out[name] = "ok"
-                return out
-        except _VersionGone:
-            continue
-    raise DataError(f"{root}: the index kept changing while being verified")
+    return read_live(Path(directory), FILES, check, what="being verified")

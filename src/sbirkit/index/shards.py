@@ -45,9 +45,7 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,7 +54,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..fileio import atomic_write, create_once, file_lock, fsync_path
 from .items import ConcatItems, JsonlItems, item_line
+from .store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -150,73 +150,6 @@ def _manifest_bytes(files: Sequence[str]) -> bytes:
 
 
 # ---- small file helpers ------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
-
-
-def _write_atomic(final: Path, data: bytes) -> None:
-    """Write ``data`` to ``final`` through a flushed temporary file and a rename."""
-    tmp = _tmp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _create_once(final: Path, data: bytes) -> bool:
-    """Create ``final`` holding ``data`` unless it exists (atomic: a hard link of a finished
-    temporary file). Returns True when this call created it."""
-    tmp = _tmp_name(final)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, final)
-            return True
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: exclusive create, then write
-            try:
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _read_json(path: Path) -> dict:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
@@ -225,26 +158,6 @@ def _read_json(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a JSON object")
     return obj
-
-
-@contextmanager
-def _try_lock(path: Path):
-    """Yield True holding an exclusive ``flock`` on ``path``, or False when another process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - no flock: one worker per shard is the caller's promise
-        yield True
-        return
-    with open(path, "a+b") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _is_shard_entry(name: str) -> bool:
@@ -353,7 +266,7 @@ def check_shard(root: Path, j: int, header: dict, checksums: bool = True) -> dic
             return None
         if size != rec.get("bytes"):
             return None
-        if checksums and _sha256_path(path) != rec.get("sha256"):
+        if checksums and sha256_file(path) != rec.get("sha256"):
             return None
     return marker
 
@@ -372,19 +285,10 @@ def write_shard(root: Path, j: int, header: dict, embeddings: np.ndarray, items:
     for stale in root.glob(f".{shard_name(j)}.*.tmp-*"):  # a killed writer's leftovers (we hold the lock)
         stale.unlink(missing_ok=True)
     records = {}
-    tmp = _tmp_name(npy)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, emb, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _write_atomic(jsonl, b"".join(item_line(it) for it in items))
+    atomic_write(npy, lambda f: np.save(f, emb, allow_pickle=False))
+    atomic_write(jsonl, b"".join(item_line(it) for it in items))
     for path in (npy, jsonl):
-        records[path.name] = {"bytes": path.stat().st_size, "sha256": _sha256_path(path)}
+        records[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     start, stop = shard_range(j, int(header["num_shards"]), int(header["files"]))
     marker = {
         "format": FORMAT,
@@ -403,8 +307,8 @@ def write_shard(root: Path, j: int, header: dict, embeddings: np.ndarray, items:
         "created": _now(),
         **(extra or {}),
     }
-    _write_atomic(marker_path, (json.dumps(marker, indent=1, default=str) + "\n").encode("utf-8"))
-    _fsync_dir(root)
+    atomic_write(marker_path, (json.dumps(marker, indent=1, default=str) + "\n").encode("utf-8"))
+    fsync_path(root)
     return marker
 
 
@@ -439,20 +343,20 @@ def prepare_folder(out: Path, manifest: Manifest, num_shards: int, modality: str
             _check_header(header, header_path, manifest.sha256, num_shards, modality)
             return header
         if manifest_path.is_file():
-            have = _sha256_path(manifest_path)
+            have = sha256_file(manifest_path)
             if have != manifest.sha256:
                 raise DataError(f"{manifest_path}: sha256: the folder's manifest ({have[:12]}...) differs from "
                                 f"this worker's listing of the photos ({manifest.sha256[:12]}...); embed into a new --out")
         return None
     out.mkdir(parents=True, exist_ok=True)
-    _create_once(manifest_path, manifest.text())
-    have = _sha256_path(manifest_path)
+    create_once(manifest_path, manifest.text())
+    have = sha256_file(manifest_path)
     if have != manifest.sha256:
         raise DataError(f"{manifest_path}: sha256: the folder's manifest ({have[:12]}...) differs from this "
                         f"worker's listing of the photos ({manifest.sha256[:12]}...): the photo folder changed "
                         "between workers, or the folder holds another collection's shards; embed into a new --out")
     header = _header(manifest, num_shards, modality, model_info)
-    _create_once(header_path, (json.dumps(header, indent=2, default=str) + "\n").encode("utf-8"))
+    create_once(header_path, (json.dumps(header, indent=2, default=str) + "\n").encode("utf-8"))
     header = _read_json(header_path)
     _check_header(header, header_path, manifest.sha256, num_shards, modality, model_info)
     return header
@@ -502,8 +406,8 @@ def embed_shards(
     report.finished_before = []
     for j in mine:
         lock = out / f".{shard_name(j)}.lock"
-        with _try_lock(lock) as got:
-            if not got:
+        with file_lock(lock, blocking=False) as got:
+            if got is None:
                 report.busy.append(j)
                 say(f"shard {j} of {num_shards}: another worker is writing it; left to that worker")
                 continue
@@ -579,7 +483,7 @@ class ShardSet:
         manifest_path = root / MANIFEST_FILE
         if not manifest_path.is_file():
             raise DataError(f"{manifest_path}: expected the folder's manifest, it is missing")
-        if _sha256_path(manifest_path) != header["manifest_sha256"]:
+        if sha256_file(manifest_path) != header["manifest_sha256"]:
             raise DataError(f"{manifest_path}: sha256: expected {header['manifest_sha256'][:12]}... "
                             f"({HEADER_FILE}); it was changed after the shards were started")
         m = int(header["num_shards"])
@@ -620,7 +524,7 @@ class ShardSet:
         info = self.shards[s]
         if s not in self._verified:
             want = info.marker["files"][info.npy.name]["sha256"]
-            if _sha256_path(info.npy) != want:
+            if sha256_file(info.npy) != want:
                 raise DataError(f"{info.npy}: sha256: expected {want[:12]}... ({info.npy.stem}.json); "
                                 "it changed after it was written")
             self._verified.add(s)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..engine.sources import SOURCE_KINDS
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,7 +39,10 @@ if TYPE_CHECKING:
     from ..engine.options import TrainOptions
     from ..engine.sources import TrainSource
 
-SOURCE_KINDS = ("pairs", "episodic", "generated")
+#: the kinds a SamplerSpec may name: the engine's source kinds (:data:`~sbirkit.engine.sources.SOURCE_KINDS`)
+#: but "samples", which needs a modality (a method asks ``ctx.samples(...)`` in ``train_source``);
+#: "episodic" is read as "episodes"
+SPEC_KINDS = tuple(kind for kind in SOURCE_KINDS if kind != "samples")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class SamplerSpec:
 
     ``kind="pairs"``: :class:`~sbirkit.data.samplers.PairBatchSampler` with ``mode`` ("class":
     a same-class positive photo, "instance": the sketch's own photo) and optional P×K
-    ``classes_per_batch``. ``kind="episodic"``: ``tasks_per_step`` k-shot tasks a step, grouped by
+    ``classes_per_batch``. ``kind="episodes"``: ``tasks_per_step`` k-shot tasks a step, grouped by
     ``group_by`` ("class" or "user"), ``k_support`` + ``k_query`` pairs each. ``kind="generated"``:
     no dataset, step numbers and seeds.
     """
@@ -118,7 +122,7 @@ class Method(nn.Module):
             return ctx.episodes(spec.group_by, spec.k_support, spec.k_query, spec.tasks_per_step)
         if spec.kind == "generated":
             return ctx.generated()
-        raise ConfigError(f"method {self.name!r}: sampler_spec kind: expected one of {', '.join(SOURCE_KINDS)}, "
+        raise ConfigError(f"method {self.name!r}: sampler_spec kind: expected one of {', '.join(SPEC_KINDS)}, "
                           f"got {spec.kind!r}")
 
     def init_heads(self, kind: str, training_features: Callable[[str], np.ndarray]) -> dict[str, Any] | None:

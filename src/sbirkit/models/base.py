@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .heads import global_pool
+from .weights import load_backbone_weights
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -65,8 +66,6 @@ class Backbone(nn.Module):
 
         Returns the checkpoint keys that were ignored because they belong to the dropped classifier.
         """
-        from .weights import load_backbone_weights
-
         return load_backbone_weights(self, path)
 
 

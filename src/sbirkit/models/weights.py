@@ -10,14 +10,11 @@ listing the missing, unexpected and mis-shaped keys.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from ..errors import DataError
-
-if TYPE_CHECKING:
-    from .base import Backbone
 
 NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
@@ -126,7 +123,9 @@ def fit_state_dict(
     return ignored
 
 
-def load_backbone_weights(backbone: "Backbone", path: str | Path) -> list[str]:
-    """Load a local weights file into ``backbone``; returns the ignored classifier keys."""
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
+    """Load a local weights file into ``backbone`` (a :class:`~.base.Backbone`: its
+    ``weights_prefix`` and ``classifier_keys`` say where its keys start and which to ignore);
+    returns the ignored classifier keys. ``base.py`` imports this module, never the reverse."""
     state = read_state_dict(path)
     return fit_state_dict(backbone, state, str(path), prefix=backbone.weights_prefix, ignore=backbone.classifier_keys)

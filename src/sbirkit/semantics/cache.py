@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_write
 from .vectors import ClassVectors
 
 FORMAT_VERSION = 1
@@ -58,16 +58,5 @@ def save_cached(directory: Path, key: str, table: ClassVectors, identity: dict) 
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT_VERSION, "source": table.source, "identity": identity, "classes": list(table.names),
             "dim": table.dim, "missing": table.missing, "partial": table.partial, "origin": table.origin}
-    _atomic_write(directory / f"{key}.npz", lambda f: np.savez(f, vectors=table.vectors))
-    _atomic_write(directory / f"{key}.json", lambda f: f.write(json.dumps(meta, indent=1).encode("utf-8")))
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(directory / f"{key}.npz", lambda f: np.savez(f, vectors=table.vectors))
+    atomic_write(directory / f"{key}.json", json.dumps(meta, indent=1).encode("utf-8"))

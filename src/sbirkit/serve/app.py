@@ -44,8 +44,10 @@ from .queries import (
     SVG_TYPES,
     RequestError,
     content_type_of,
+    field_bytes,
     file_image,
     parse_strokes_json,
+    sniff_media,
     strokes_image,
 )
 from .schemas import ErrorResponse, Health, SearchResponse, StrokeQuery
@@ -429,12 +431,21 @@ def create_app(index_dir: str | os.PathLike | None = None, *, config: ServeConfi
                 raise RequestError(422, f"form field {_shown(extra[0])}: unknown; expected only 'file' "
                                    "(k, class and direction go in the query string)")
             upload = form.get("file")
-            if upload is None or isinstance(upload, str):
+            if upload is None:
                 raise RequestError(422, "file: expected a file field named 'file'")
-            data = await upload.read()
-            media = content_type_of(upload.content_type)
-            if media not in RASTER_TYPES and media not in SVG_TYPES:
-                media = EXTENSION_TYPES.get(Path(upload.filename or "").suffix.lower(), media)
+            if isinstance(upload, str):  # a part without a filename: Starlette decoded it as text
+                data = field_bytes(upload)
+                media = sniff_media(data)
+                if media is None:
+                    raise RequestError(422, "file: expected a file field named 'file' (an image or an SVG), "
+                                       "got text that is neither")
+            else:
+                data = await upload.read()
+                media = content_type_of(upload.content_type)
+                if media not in RASTER_TYPES and media not in SVG_TYPES:
+                    media = EXTENSION_TYPES.get(Path(upload.filename or "").suffix.lower(), media)
+            if media not in RASTER_TYPES and media not in SVG_TYPES:  # none, or a generic one: by content
+                media = sniff_media(data) or media
             return data, media
 
     # ---- admin ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from ..data.strokes import Strokes
 from ..errors import DataError, EmptySketchError, SbirkitError
 from ..index.files import (
     QueryTooLargeError,
+    decode_error,
     load_photo,
     query_sketch_from_bytes,
     sketch_from_strokes,
@@ -150,7 +151,7 @@ def file_image(data: bytes, content_type: str, modality: str, size: int, limits:
     except DataError as exc:
         raise RequestError(422, str(exc)) from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise RequestError(422, f"{where}: could not decode the image: {' '.join(str(exc).split())[:160]}") from None
+        raise RequestError(422, decode_error(where, exc, UPLOAD_FORMATS)) from None
     return QueryImage(photo, [])
 
 
@@ -173,6 +174,34 @@ def _svg_strokes(data: bytes, limits: Limits, where: str) -> Strokes:
         raise RequestError(422, f"{where}: points: expected at most {limits.max_points:,} points after flattening "
                            f"curves, got {strokes.num_points:,}")
     return strokes
+
+
+#: the first bytes of the raster formats an upload may be, and their media types
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
+          (b"GIF89a", "image/gif"))
+
+
+def sniff_media(data: bytes) -> str | None:
+    """The media type of a file part sent without one (or with a generic one such as
+    ``application/octet-stream``), from its first bytes: a PNG, JPEG, GIF or WebP image, or SVG
+    text; None for anything else."""
+    for magic, media in _MAGIC:
+        if data.startswith(magic):
+            return media
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    head = data[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<?xml", b"<svg", b"<!--")) and b"<svg" in data[:65536].lower():
+        return "image/svg+xml"
+    return None
+
+
+def field_bytes(text: str) -> bytes:
+    """The bytes of a multipart part sent without a filename (``curl -F 'file=<q.svg'``), which
+    Starlette hands over as text: decoded as UTF-8 when it is valid UTF-8 (an SVG), else as
+    Latin-1 (an image: its first byte is never valid UTF-8); either decoding is undone here."""
+    binary = text.startswith(tuple(magic.decode("latin-1") for magic, _ in _MAGIC)) or text.startswith("RIFF")
+    return text.encode("latin-1") if binary else text.encode("utf-8")
 
 
 def content_type_of(header: str | None) -> str:

@@ -77,8 +77,10 @@ def serve(
              f"items, model {'/'.join(snap.model.run_dir.resolve().parts[-2:])} {snap.model.info['fingerprint']}; "
              f"{workers} worker"
              f"{'s' if workers > 1 else ''}, batching {config.batch_wait_ms:g} ms / {config.max_batch}{admin})")
+        from .header_timeout import HeaderTimeoutHTTPProtocol
+
         common = dict(log_level=log_level, access_log=access_log, root_path=root_path, timeout_keep_alive=5,
-                      server_header=False, proxy_headers=False)
+                      server_header=False, proxy_headers=False, http=HeaderTimeoutHTTPProtocol)
         if workers == 1:
             server = uvicorn.Server(uvicorn.Config(app, **common))
             server.run(sockets=[sock])

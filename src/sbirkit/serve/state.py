@@ -52,15 +52,10 @@ class Model:
 
 def load_model(run_dir: str | os.PathLike, which: str = "best") -> Model:
     """Load a run once (``sbirkit.engine.load_run``) with the model_info ``index build`` records."""
-    from ..engine import load_run, model_fingerprint
+    from ..index.run_model import load_run_encoder
 
-    run = Path(run_dir)
-    method, config = load_run(run, which)
-    encoder = method.encoder.eval()
-    size = int((config["data"].get("options") or {}).get("image_size", 64))
-    info = {"run": str(run.resolve()), "fingerprint": model_fingerprint(run, which), "which": which,
-            "backbone": config["model"]["backbone"], "embed_dim": int(encoder.embed_dim), "image_size": size}
-    return Model(encoder, size, info, run)
+    encoder, size, info = load_run_encoder(run_dir, which)
+    return Model(encoder, size, info, Path(run_dir))
 
 
 @dataclass
@@ -218,11 +213,10 @@ class StateHolder:
             if announce and self.config.reload_signal:
                 import uuid
 
-                path = Path(self.config.reload_signal)
-                tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
+                from ..fileio import atomic_write
+
                 signal = uuid.uuid4().hex
-                tmp.write_text(signal, encoding="utf-8")
-                os.replace(tmp, path)
+                atomic_write(self.config.reload_signal, signal.encode("utf-8"))
             self._signal_seen = signal
             return fresh
 
@@ -237,7 +231,9 @@ class StateHolder:
 
 
 def check_classes(snapshot: Snapshot, classes: list[str] | None) -> tuple[str, ...] | None:
-    """The class filter as a tuple, refusing a class the index does not hold (one-line error)."""
+    """The class filter as a tuple, refusing a class the index does not hold (one-line error).
+    An empty ``class=`` is no filter (as the parameter's schema, a list of strings, allows)."""
+    classes = [c for c in classes or () if c != ""]
     if not classes:
         return None
     if not snapshot.class_counts:

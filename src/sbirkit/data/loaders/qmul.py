@@ -13,9 +13,9 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from .. import register_dataset
 from ..dataset import SBIRDataset
 from ..records import DataError, Modality, Sample
+from ..registry import register_dataset
 
 SPLITS = ("train", "test")
 _MAT_ERRORS = (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError)

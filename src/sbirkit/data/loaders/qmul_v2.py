@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import register_dataset
 from ..records import DataError, Modality
+from ..registry import register_dataset
 from .folder import FolderCollector, FolderDataset, check_root, file_kind, subfolders
 
 SPLIT_FOLDERS = {

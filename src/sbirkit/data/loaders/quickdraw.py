@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import register_dataset
 from ..classnames import normalize_class_name
 from ..dataset import SBIRDataset, SkippedFile
 from ..records import DataError, Modality, Sample
+from ..registry import register_dataset
 from ..strokes import Strokes
 
 

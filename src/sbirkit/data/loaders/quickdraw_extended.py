@@ -10,8 +10,8 @@ The published zero-shot split is the ``quickdraw_30`` manifest. There is no inst
 
 from __future__ import annotations
 
-from .. import register_dataset
 from ..records import DataError, Modality
+from ..registry import register_dataset
 from .folder import FolderCollector, FolderDataset, check_root, first_existing
 
 SKETCH_FOLDERS = ("sketch", "sketches")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import register_dataset
 from ..dataset import SBIRDataset, SkippedFile
 from ..npz import npz_keys, read_npz
 from ..records import DataError, Modality, Sample
+from ..registry import register_dataset
 from ..strokes import Strokes
 
 #: npz key -> split name used in sbirkit

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import register_dataset
 from ..records import DataError, Modality
+from ..registry import register_dataset
 from .folder import (
     FolderCollector,
     FolderDataset,

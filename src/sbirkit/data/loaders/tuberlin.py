@@ -12,8 +12,8 @@ rasterise cleanly at any size). TU-Berlin is category-level: there is no instanc
 
 from __future__ import annotations
 
-from .. import register_dataset
 from ..records import DataError, Modality
+from ..registry import register_dataset
 from .folder import FolderCollector, FolderDataset, add_extended_photos, check_root
 
 SKETCH_FORMATS = ("svg", "png")

@@ -14,9 +14,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .. import register_dataset
 from ..dataset import SBIRDataset
 from ..records import DataError, Modality, Sample
+from ..registry import register_dataset
 from ..strokes import Strokes, rasterize
 from .photo import render_photo
 from .primitives import Shape
