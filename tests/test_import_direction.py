@@ -66,7 +66,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("sbirkit.methods.adaptive_fg", "sbirkit.engine.checkpoint"),  # init from a run's checkpoint
     ("sbirkit.methods.classifier", "sbirkit.engine"),  # the engine package face (re-exports the trainer)
     ("sbirkit.methods.crossx_dfl", "sbirkit.engine"),
-    ("sbirkit.methods.crossx_dfl", "sbirkit.engine.inference"),  # builds and embeds datasets
     ("sbirkit.methods.teachers", "sbirkit.engine"),
     ("sbirkit.methods.teachers", "sbirkit.engine.checkpoint"),
     ("sbirkit.methods.teachers", "sbirkit.engine.trainer"),  # trains teacher runs

@@ -16,39 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import SampleDataset, SBIRDataset, create_dataset
+from ..data import SampleDataset, SBIRDataset
 from ..data.records import Sample
 from ..errors import ConfigError, UsageError
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import merge, read_config
+from .config import read_config
+from .datasets import build_dataset  # noqa: F401  (re-exported: the runner's and the tools' entry point)
 
 WHICH = ("best", "last")
-
-
-def build_dataset(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> SBIRDataset:
-    """The dataset a config's ``data`` section names (``overrides`` merged on top, e.g. a new root).
-
-    With ``zero_shot`` set, unseen-class samples are all put in ``test_split`` and unsplit seen ones
-    in ``train_split`` (:func:`sbirkit.data.splits.assign_zero_shot_splits`).
-    With ``val_fraction > 0`` (for datasets published without a validation split, e.g. QMUL-V1)
-    that fraction of the training instances becomes split ``val_split``, chosen by a hash of the
-    instance id, so the same instances are held out in every run (:func:`sbirkit.data.splits.hold_out_fraction`).
-    """
-    from ..data.splits import assign_zero_shot_splits, class_split, hold_out_fraction
-
-    section = merge(data, overrides or {})
-    if not section.get("name"):
-        raise ConfigError("data.name: expected a registered dataset format, got null (this run has no dataset; "
-                          "name one with --data name=... or eval.data)")
-    dataset = create_dataset(section["name"], section.get("root"), **dict(section.get("options") or {}))
-    if section.get("zero_shot"):  # every unseen-class sample becomes a test item
-        split = class_split(dataset, section["zero_shot"])
-        dataset = assign_zero_shot_splits(dataset, split, section.get("train_split", "train"),
-                                          section.get("test_split", "test"))
-    fraction = float(section.get("val_fraction") or 0.0)
-    if fraction > 0:
-        dataset = hold_out_fraction(dataset, fraction, section.get("train_split", "train"), section.get("val_split"))
-    return dataset
 
 
 @torch.no_grad()

@@ -569,10 +569,10 @@ class CrossXDFL(Method):
         return super().load_state_dict(state, strict=strict, assign=assign)
 
     def _substitute_dataset(self):
-        from ..engine import inference
+        from ..engine.datasets import build_dataset
 
         if not hasattr(self, "_substitute"):
-            ds = inference.build_dataset(self.options.substitute)
+            ds = build_dataset(self.options.substitute)
             if self.options.substitute.get("cache_images"):
                 from ..data.image_cache import cached_images
 

@@ -147,12 +147,12 @@ def load_reference(spec: Mapping[str, Any], size: int, limit: int = 512, seed: i
     out: dict[str, Any] = {}
     if spec.get("data") is not None:
         from ..data import SampleDataset
-        from ..engine import inference
+        from ..engine.datasets import build_dataset
 
         section = dict(spec["data"])
         section.setdefault("options", {})
         section["options"] = {**dict(section["options"] or {}), "image_size": int(size)}
-        ds = inference.build_dataset(section)
+        ds = build_dataset(section)
         split = spec.get("split") or "train"
         rng = np.random.default_rng(int(seed))
         for modality, samples in (("photo", ds.photos(split)), ("sketch", ds.sketches(split))):
