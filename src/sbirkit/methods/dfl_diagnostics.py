@@ -100,33 +100,34 @@ def probe_accuracy(generated: torch.Tensor, real: torch.Tensor, seed: int = 0, l
 
 
 # ---- the real reference (diagnosis only) -------------------------------------------------------------
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, what: str) -> list[Path]:
     from ..data.loaders.folder import file_kind
 
     if not folder.is_dir():
-        raise DataError(f"{folder}: expected a folder of images (reference for diagnosis)")
+        raise DataError(f"{what}: {folder}: expected a folder of images (a real reference, for diagnosis only)")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and file_kind(p) == "image")
     if not files:
-        raise DataError(f"{folder}: expected image files (reference for diagnosis), found none")
+        raise DataError(f"{what}: {folder}: expected image files (a real reference, for diagnosis only), found none")
     return files
 
 
 def read_folder_images(folder: str | os.PathLike, size: int, sketch: bool, limit: int,
-                       seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+                       seed: int = 0, what: str = "reference") -> tuple[torch.Tensor, list[str]]:
     """Up to ``limit`` images of a folder (searched recursively, a seeded draw), as RGB tensors in
     [0, 1] at ``size`` (sketches read as grey, lines thickened when shrunk), and each file's
-    parent folder name (its class where the layout is ROOT/<class>/file)."""
-    from ..data.dataset import _pil_to_tensor, resize_image
+    parent folder name (its class where the layout is ROOT/<class>/file). ``what`` names the
+    setting in errors."""
+    from ..data.dataset import pil_to_tensor, resize_image
     from ..data.loaders.folder import read_image
 
-    files = _image_files(Path(folder))
+    files = _image_files(Path(folder), what)
     if len(files) > limit:
         order = np.random.default_rng(int(seed)).permutation(len(files))[:limit]
         files = [files[i] for i in sorted(order)]
     images = []
     for path in files:
         img = read_image(path).convert("L" if sketch else "RGB")
-        x = _pil_to_tensor(resize_image(img, int(size), thicken=sketch, where=str(path)))
+        x = pil_to_tensor(resize_image(img, int(size), thicken=sketch, where=str(path)))
         images.append(x.expand(3, -1, -1) if x.shape[0] == 1 else x)
     return torch.stack(images), [p.parent.name for p in files]
 
@@ -172,7 +173,7 @@ def load_reference(spec: Mapping[str, Any], size: int, limit: int = 512, seed: i
     for modality, key in (("photo", "photos"), ("sketch", "sketches")):
         if spec.get(key):
             out[modality], out[f"{modality}_labels"] = read_folder_images(spec[key], size, modality == "sketch",
-                                                                          limit, seed)
+                                                                          limit, seed, f"method.reference.{key}")
     return out
 
 
