@@ -210,6 +210,13 @@ def _fused(out: Path, key: str, student_run: Path, classifier_run: Path, data: d
             "eval_seconds": round(time.perf_counter() - started, 1), "train_seconds": 0.0}
 
 
+def _training_free_run(out: Path, name: str, seeds: list[int]) -> Path:
+    """The run folder of a training-free row (one run stands for every seed): the first seed's,
+    else seed 0's (a later call with --seeds 1,2 fuses with the run made under seed 0)."""
+    first = out / _slug(f"{name}/seed{seeds[0]}")
+    return first if first.is_dir() else out / _slug(f"{name}/seed0")
+
+
 def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None) -> None:
     done = _done(out)
     common = [f"data.root={shared}", f"method.sketch_teacher.weights={shared / 'doodlenet' / 'doodleNet-model.h5'}"]
@@ -245,8 +252,8 @@ def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None)
             _record(out, row)
             done[key] = row
         fused = f"real/fused with classifier only/seed{seed}"
-        student, classifier = out / _slug(f"real/crossx_dfl (conv)/seed{seed}"), \
-            out / _slug(f"real/classifier only (probabilities)/seed{seeds[0]}")
+        student = out / _slug(f"real/crossx_dfl (conv)/seed{seed}")
+        classifier = _training_free_run(out, "real/classifier only (probabilities)", seeds)
         if fused not in done and (not only or "fused with classifier only" in only) and \
                 (student / "best.pt").is_file() and (classifier / "best.pt").is_file():
             row = _fused(out, fused, student, classifier, {"root": str(shared)})
@@ -317,7 +324,7 @@ def part_paper(out: Path, shared: Path, seeds: list[int], only: list[str] | None
         for student_name in ("crossx_dfl (strokes)", "crossx_dfl (conv)"):
             fused = f"paper/{student_name} fused with classifier only/seed{seed}"
             student = out / _slug(f"paper/{student_name}/seed{seed}")
-            classifier = out / _slug(f"paper/classifier only (probabilities)/seed{seeds[0]}")
+            classifier = _training_free_run(out, "paper/classifier only (probabilities)", seeds)
             if fused in done or (only and f"{student_name} fused with classifier only" not in only):
                 continue
             if (student / "last.pt").is_file() and (classifier / "best.pt").is_file():
