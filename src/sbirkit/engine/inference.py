@@ -18,7 +18,7 @@ import torch
 
 from ..data import SampleDataset, SBIRDataset
 from ..data.records import Sample
-from ..errors import ConfigError, UsageError
+from ..errors import UsageError
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import read_config
 from .datasets import build_dataset  # noqa: F401  (re-exported: the runner's and the tools' entry point)
