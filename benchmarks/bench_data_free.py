@@ -15,13 +15,22 @@ Parts (``--part``, repeatable; each appends to ``OUT/results.jsonl`` and skips w
   one, both logging validation mAP on the synthetic *val* split (``eval.data``) every so often,
   so the estimator steps and wall time to reach a given mAP can be read; test mAP of ``last``.
 * ``real``: the real teachers (DoodleNet + EfficientNet-Lite0), Quick, Draw! -> CIFAR-10:
-  CrossX-DFL, classifier only (logits, probabilities), Gaussian prior.
+  CrossX-DFL (conv and stroke sketch estimators), classifier only (logits, probabilities; and
+  over the 185 classes of the shipped imagenet-quickdraw map), fused, Gaussian prior, with the
+  synthesis diagnostics (pair agreement, balance, probes against the teachers' kind of images).
+* ``paper``: the paper-like teachers (small BatchNorm CNNs trained on the nine retrieval classes:
+  ``classifier-cifar9-photo``, ``classifier-quickdraw9-sketch``, trained once into OUT/teachers
+  or given with ``--teachers``): CrossX-DFL (stroke and conv sketch estimators), the six
+  baselines, classifier only, CrossX-DFL fused with classifier only; the diagnostics' real
+  reference is the teachers' own training split (CIFAR-10 training photos, Quick, Draw! training
+  drawings), read for diagnosis only.
 
 Teachers and the discriminator are trained once into OUT (beside the runs) and shared by every
 run and seed: the seed varies the data-free training only. Run one part at a time with
 ``OMP_NUM_THREADS=1``; ``--summary`` prints the tables from ``results.jsonl``.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_data_free.py --out /tmp/dfl_bench --part synthetic --seeds 0,1,2
+    OMP_NUM_THREADS=1 python benchmarks/bench_data_free.py --out /tmp/dfl_bench --part paper --seeds 0 --shared ../shared/data
     python benchmarks/bench_data_free.py --out /tmp/dfl_bench --summary
 """
 
@@ -34,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 SYNTHETIC = {  # name -> (preset, overrides)
@@ -77,6 +87,7 @@ def _train_eval(out: Path, key: str, preset: str, overrides: list[str], data: di
                 whiches=("best", "last")) -> dict:
     from sbirkit.engine import Trainer, evaluate_run
     from sbirkit.engine.config import apply_overrides, load_preset
+    from sbirkit.engine.runlog import read_metrics
 
     run = out / _slug(key)
     config = apply_overrides(load_preset(preset), ["train.progress=false", *overrides])
@@ -89,6 +100,12 @@ def _train_eval(out: Path, key: str, preset: str, overrides: list[str], data: di
     if hasattr(method, "estimator_step_count"):
         row["estimator_steps"] = int(method.estimator_step_count)
     row["best_step"] = trainer.best.get("step")
+    vals = [r for r in read_metrics(run / "metrics.jsonl") if r.get("split") == "method"]
+    if vals:  # the synthesis diagnostics of the last validation (docs/data_free.md)
+        row["diagnostics"] = {k: round(v, 4) for k, v in vals[-1].items()
+                              if isinstance(v, float) and k.split("/")[0] in ("synthesis", "reference", "generated")}
+        row["selection_trace"] = [{k: r.get(k) for k in ("step", "generated/map", "generated/agreement",
+                                                          "synthesis/agreement", "reference/map")} for r in vals]
     for which in whiches:
         t0 = time.perf_counter()
         rec = evaluate_run(run, split="test", directions=["sketch2photo"], which=which, save=False,
@@ -166,23 +183,155 @@ def part_compute(out: Path, seed: int) -> None:
         _record(out, row)
 
 
-def part_real(out: Path, shared: Path, seed: int) -> None:
+def _fused(out: Path, key: str, student_run: Path, classifier_run: Path, data: dict | None = None,
+           which: str = "best") -> dict:
+    """CrossX-DFL fused with classifier only: each modality's two L2-normalised embeddings
+    concatenated (equal weight), cosine; test sketch -> photo mAP@all and P@200."""
+    from sbirkit.engine import evaluate_run, inference
+    from sbirkit.engine.config import merge, read_config
+    from sbirkit.eval import evaluate_retrieval
+
+    started = time.perf_counter()
+    emb = {}
+    for name, run in (("student", student_run), ("classifier", classifier_run)):
+        rec = evaluate_run(run, split="test", directions=["sketch2photo"], which=which, save=False,
+                           data_overrides=data, batch_size=256, return_embeddings=True)
+        emb[name] = rec["embeddings"]
+    config = merge(read_config(Path(student_run) / "config.yaml")["data"], data or {})
+    ds = inference.build_dataset(config)
+    ls = np.array([x.class_index for x in ds.sketches("test")])
+    lp = np.array([x.class_index for x in ds.photos("test")])
+    fuse = {m: np.concatenate([np.asarray(emb["student"][m]), np.asarray(emb["classifier"][m])], 1) / np.sqrt(2)
+            for m in ("sketch", "photo")}
+    r = evaluate_retrieval(fuse["sketch"], fuse["photo"], ls, lp, metrics=["map", "p@200", "p@100"])
+    m = r.metrics
+    return {"key": key, "student_run": str(student_run), "classifier_run": str(classifier_run),
+            which: {"map": round(m["map"], 4), "p@200": round(m["p@200"], 4), "p@100": round(m["p@100"], 4)},
+            "eval_seconds": round(time.perf_counter() - started, 1), "train_seconds": 0.0}
+
+
+def _training_free_run(out: Path, name: str, seeds: list[int]) -> Path:
+    """The run folder of a training-free row (one run stands for every seed): the first seed's,
+    else seed 0's (a later call with --seeds 1,2 fuses with the run made under seed 0)."""
+    first = out / _slug(f"{name}/seed{seeds[0]}")
+    return first if first.is_dir() else out / _slug(f"{name}/seed0")
+
+
+def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None) -> None:
     done = _done(out)
-    common = [f"data.root={shared}", f"method.sketch_teacher.weights={shared / 'doodlenet' / 'doodleNet-model.h5'}",
-              f"seed={seed}"]
-    for name, preset, extra in (("classifier only (logits)", "dfl_classifier_only-doodlenet_effnet", []),
-                                ("classifier only (probabilities)", "dfl_classifier_only-doodlenet_effnet",
-                                 ["method.classifier_output=probs"]),
-                                ("crossx_dfl", "crossx_dfl-doodlenet_effnet", []),
-                                ("Gaussian prior", "dfl_gaussian_prior-doodlenet_effnet", [])):
-        key = f"real/{name}/seed{seed}"
-        if key in done:
-            continue
-        # best only: the checkpoint model selection kept (on generated validation batches); each
-        # evaluation embeds 9,000 CIFAR-10 photos at 224 px (~11 min on one core)
-        row = _train_eval(out, key, preset, [*common, *extra], whiches=("best",))
-        row.update(part="real", method=name, seed=seed)
-        _record(out, row)
+    common = [f"data.root={shared}", f"method.sketch_teacher.weights={shared / 'doodlenet' / 'doodleNet-model.h5'}"]
+    # the diagnostics' real reference: CIFAR-10 training photos and Quick, Draw! training drawings
+    # (what the two teachers' kinds of images look like), read for diagnosis only
+    reference = (f"method.reference={{data: {{name: combined, root: {shared}, options: {{sketches: {{name: "
+                 "quickdraw-ndjson, root: quickdraw_raw, options: {classes: [airplane, car, bird, cat, dog, frog, "
+                 "horse, cruise ship, sailboat, speedboat, truck]}}, photos: {name: image-folder, root: cifar10}, "
+                 "class_map: {automobile: car, ship: [cruise ship, sailboat, speedboat]}, sketch_splits: {train: 0.6, "
+                 "test: 0.4}, seed: 0}}, split: train, size: 256}")
+    rows = (("classifier only (logits)", "dfl_classifier_only-doodlenet_effnet", [], True),
+            ("classifier only (probabilities)", "dfl_classifier_only-doodlenet_effnet",
+             ["method.classifier_output=probs"], True),
+            ("classifier only (185 classes, imagenet-quickdraw)", "dfl_classifier_only-quickdraw_imagenet",
+             ["data.options.image_size=48", "method.image_size=48"], True),
+            ("crossx_dfl (conv)", "crossx_dfl-doodlenet_effnet", [reference, "eval.select=generated/map"], False),
+            ("crossx_dfl (strokes)", "crossx_dfl-doodlenet_effnet",
+             [reference, "eval.select=generated/map", "method.sketch_estimator=strokes"], False),
+            ("crossx_dfl (conv, DoodleNet sketch student)", "crossx_dfl-doodlenet_effnet",
+             [reference, "eval.select=generated/map", "model.backbone=doodlenet", "model.pretrained=false",
+              f"model.weights={shared / 'doodlenet' / 'doodleNet-model.h5'}"], False),
+            ("Gaussian prior", "dfl_gaussian_prior-doodlenet_effnet", [], False))
+    for seed in seeds:
+        for name, preset, extra, free in rows:
+            if only and name not in only:
+                continue
+            key = f"real/{name}/seed{seed}"
+            if key in done or (free and seed != seeds[0]):
+                continue
+            # each evaluation embeds 9,000 CIFAR-10 photos (~11 min on one busy core with EfficientNet)
+            row = _train_eval(out, key, preset, [*common, f"seed={seed}", *extra], whiches=("best",))
+            row.update(part="real", method=name, seed=seed)
+            _record(out, row)
+            done[key] = row
+        fused = f"real/fused with classifier only/seed{seed}"
+        student = out / _slug(f"real/crossx_dfl (conv)/seed{seed}")
+        classifier = _training_free_run(out, "real/classifier only (probabilities)", seeds)
+        if fused not in done and (not only or "fused with classifier only" in only) and \
+                (student / "best.pt").is_file() and (classifier / "best.pt").is_file():
+            row = _fused(out, fused, student, classifier, {"root": str(shared)})
+            row.update(part="real", method="fused with classifier only", seed=seed)
+            _record(out, row)
+            done[fused] = row
+
+
+PAPER = {  # name -> (preset, overrides, training-free)
+    "classifier only (probabilities)": ("dfl_classifier_only-cifar9_quickdraw9", [], True),
+    "classifier only (logits)": ("dfl_classifier_only-cifar9_quickdraw9", ["method.classifier_output=logits"], True),
+    "averaging weights": ("dfl_averaging-cifar9_quickdraw9", [], True),
+    "crossx_dfl (strokes)": ("crossx_dfl-cifar9_quickdraw9", [], False),
+    "crossx_dfl (conv)": ("crossx_dfl-cifar9_quickdraw9", ["method.sketch_estimator=conv"], False),
+    "uni-modal distillation": ("dfl_unimodal-cifar9_quickdraw9", [], False),
+    "Gaussian prior": ("dfl_gaussian_prior-cifar9_quickdraw9", [], False),
+    "meta-data (DeepInversion)": ("dfl_deepinversion-cifar9_quickdraw9", [], False),
+    "alternative data": ("dfl_alternative_data-cifar9_quickdraw9", [], False),
+    # one setting of the preset changed at a time (chosen on the diagnostics' reference mAP, not the test)
+    "crossx_dfl (strokes, in-place estimators)": ("crossx_dfl-cifar9_quickdraw9", ["method.meta_init=false"], False),
+    "crossx_dfl (strokes, random student init)": ("crossx_dfl-cifar9_quickdraw9", ["method.student_init=none"], False),
+    "crossx_dfl (strokes, no BN/image priors)": ("crossx_dfl-cifar9_quickdraw9",
+                                                 ["method.w_bn=0.0", "method.w_tv=0.0", "method.w_l2=0.0"], False),
+    "crossx_dfl (strokes, shared class anchors)": ("crossx_dfl-cifar9_quickdraw9", ["method.w_anchor=1.0"], False),
+    "crossx_dfl (strokes, agreeing pairs only)": ("crossx_dfl-cifar9_quickdraw9", ["method.pool_filter=agree"], False),
+}
+
+
+def paper_teachers(out: Path, shared: Path, given: Path | None) -> dict[str, Path]:
+    """The paper-like teachers: ``given/<preset>`` if there, else trained once into OUT/teachers."""
+    from sbirkit.engine import Trainer
+    from sbirkit.engine.config import apply_overrides, load_preset
+
+    runs = {}
+    for preset in ("classifier-cifar9-photo", "classifier-quickdraw9-sketch"):
+        run = (given or out / "teachers") / preset
+        if not (run / "best.pt").is_file():
+            config = apply_overrides(load_preset(preset), [f"data.root={shared}", "train.progress=false"])
+            Trainer(config, run).fit()
+        runs[preset] = run
+    return runs
+
+
+def part_paper(out: Path, shared: Path, seeds: list[int], only: list[str] | None, teachers: Path | None,
+               extra: list[str] | None = None) -> None:
+    done = _done(out)
+    runs = paper_teachers(out, shared, teachers)
+    common = [f"data.root={shared}", f"method.photo_teacher={{run: {runs['classifier-cifar9-photo']}}}",
+              f"method.sketch_teacher={{run: {runs['classifier-quickdraw9-sketch']}}}", *(extra or [])]
+    reference = (f"method.reference={{data: {{name: combined, root: {shared}, options: {{sketches: {{name: "
+                 "quickdraw-ndjson, root: quickdraw_raw, options: {classes: [airplane, car, bird, cat, dog, frog, "
+                 "horse, cruise ship, sailboat, speedboat, truck]}}, photos: {name: image-folder, root: cifar10}, "
+                 "class_map: {automobile: car, ship: [cruise ship, sailboat, speedboat]}, sketch_splits: {train: 0.6, "
+                 "test: 0.4}, seed: 0}}, split: train, size: 512}")
+    for seed in seeds:
+        for name, (preset, overrides, free) in PAPER.items():
+            if only and name not in only:
+                continue
+            key = f"paper/{name}/seed{seed}"
+            if key in done or (free and seed != seeds[0]):
+                continue
+            select = [] if free else [reference, "eval.select=generated/map"]
+            row = _train_eval(out, key, preset, [*common, f"seed={seed}", *select, *overrides],
+                              whiches=("best",) if free else ("best", "last"))
+            row.update(part="paper", method=name, seed=seed)
+            _record(out, row)
+            done[key] = row
+        for student_name in ("crossx_dfl (strokes)", "crossx_dfl (conv)"):
+            fused = f"paper/{student_name} fused with classifier only/seed{seed}"
+            student = out / _slug(f"paper/{student_name}/seed{seed}")
+            classifier = _training_free_run(out, "paper/classifier only (probabilities)", seeds)
+            if fused in done or (only and f"{student_name} fused with classifier only" not in only):
+                continue
+            if (student / "last.pt").is_file() and (classifier / "best.pt").is_file():
+                row = _fused(out, fused, student, classifier, {"root": str(shared)}, which="last")
+                row.update(part="paper", method=f"{student_name} fused with classifier only", seed=seed)
+                _record(out, row)
+                done[fused] = row
 
 
 # ---- tables -------------------------------------------------------------------------------------------
@@ -251,24 +400,60 @@ def summary(out: Path) -> str:
             else:
                 lines.append(f"\nThe default schedule never reaches the official-style final val mAP {target:.3f}.")
         lines.append("")
-    real = [r for r in rows if r.get("part") == "real"]
-    if real:
-        lines += ["Real teachers (Quick, Draw! -> CIFAR-10, 101 sketch queries x 9,000 photos)", "",
-                  "| method | mAP@all (best) | P@200 (best) | mAP@all (last) | estimator steps | train s |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for r in real:
-            last = f"{r['last']['map']:.3f}" if "last" in r else "-"
-            lines.append(f"| {r['method']} | {r['best']['map']:.3f} | {r['best']['p@200']:.3f} | {last} | "
-                         f"{r.get('estimator_steps', '-')} | {r['train_seconds']:.0f} |")
+    for part, title, reference in (
+            ("paper", "Paper-like teachers (small BatchNorm CNNs trained on the nine retrieval classes; 101 held-out "
+                      "Quick, Draw! sketches x 9,000 CIFAR-10 test photos, 32 px)", "classifier only (probabilities)"),
+            ("real", "Real teachers (DoodleNet + EfficientNet-Lite0; 101 held-out Quick, Draw! sketches x 9,000 "
+                     "CIFAR-10 test photos, 48 px)", "classifier only (probabilities)")):
+        sub = [r for r in rows if r.get("part") == part]
+        if sub:
+            lines += [title, "", _paired_table(sub, reference), ""]
     return "\n".join(lines)
+
+
+def _paired_table(rows: list[dict], reference: str) -> str:
+    """Mean ± sd over seeds of mAP@all (best = max generated/map; last), P@200, the paired
+    difference to ``reference`` (a training-free row stands for every seed), and the synthesis
+    diagnostics of the last validation (docs/data_free.md)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ref = next((r for r in rows if r["method"] == reference), None)
+    out = ["| method | seeds | mAP@all (best) | mAP@all (last) | P@200 (best) | − " + reference + ", paired (last or "
+           "only) | teachers' agreement (chance) | balance | probe photo / sketch | reference mAP | train s |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in methods:
+        rs = [r for r in rows if r["method"] == name]
+        seeds = sorted({r["seed"] for r in rs})
+        best = [r["best"]["map"] for r in rs if "best" in r]
+        last = [r["last"]["map"] for r in rs if "last" in r]
+        p200 = [r[w]["p@200"] for r in rs for w in ("best", "last") if w in r][:len(rs)]
+        diff = "-"
+        if ref is not None and name != reference:
+            base = ref["best"]["map"]
+            values = [(r.get("last") or r["best"])["map"] - base for r in rs]
+            diff = _mean_sd(values) + f" ({sum(v > 0 for v in values)}/{len(values)} > 0)"
+        diag = [r.get("diagnostics", {}) for r in rs]
+
+        def avg(key, diag=diag):
+            vals = [d[key] for d in diag if d.get(key) is not None and d[key] == d[key]]
+            return f"{statistics.mean(vals):.2f}" if vals else "-"
+
+        out.append(f"| {name} | {','.join(map(str, seeds))} | {_mean_sd(best)} | {_mean_sd(last)} | "
+                   f"{_mean_sd(p200)} | {diff} | {avg('synthesis/agreement')} ({avg('synthesis/agreement_chance')}) | "
+                   f"{avg('synthesis/balance')} | {avg('synthesis/probe_photo')} / {avg('synthesis/probe_sketch')} | "
+                   f"{avg('reference/map')} | {statistics.mean(r['train_seconds'] for r in rs):.0f} |")
+    return "\n".join(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--part", action="append", choices=["synthetic", "overlap", "compute", "real"], default=[])
+    parser.add_argument("--part", action="append", choices=["synthetic", "overlap", "compute", "real", "paper"],
+                        default=[])
+    parser.add_argument("--teachers", type=Path, default=None, help="paper: a folder holding the two paper-like "
+                        "teacher runs (classifier-cifar9-photo, classifier-quickdraw9-sketch); default OUT/teachers")
+    parser.add_argument("--extra", action="append", default=[], help="paper: an override for every run (repeatable)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--only", action="append", help="synthetic: only these method names (repeatable)")
+    parser.add_argument("--only", action="append", help="synthetic, real, paper: only these method names (repeatable)")
     parser.add_argument("--overlaps", default=",".join(map(str, OVERLAPS)))
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--threads", type=int, default=1)
@@ -285,7 +470,9 @@ def main() -> None:
         elif part == "compute":
             part_compute(args.out, seeds[0])
         elif part == "real":
-            part_real(args.out, args.shared.resolve(), seeds[0])
+            part_real(args.out, args.shared.resolve(), seeds, args.only)
+        elif part == "paper":
+            part_paper(args.out, args.shared.resolve(), seeds, args.only, args.teachers, args.extra)
     if args.summary or not args.part:
         print(summary(args.out))
 

@@ -61,7 +61,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     # methods that reach the runner instead of asking their context
     ("sbirkit.methods.adaptive_fg", "sbirkit.engine.checkpoint"),  # init from a run's checkpoint
     ("sbirkit.methods.crossx_dfl", "sbirkit.engine"),
-    ("sbirkit.methods.crossx_dfl", "sbirkit.engine.inference"),  # builds and embeds datasets
     ("sbirkit.methods.teachers", "sbirkit.engine"),
     ("sbirkit.methods.teachers", "sbirkit.engine.checkpoint"),
     ("sbirkit.methods.teachers", "sbirkit.engine.trainer"),  # trains teacher runs

