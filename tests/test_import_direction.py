@@ -64,9 +64,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("sbirkit.methods.teachers", "sbirkit.engine"),
     ("sbirkit.methods.teachers", "sbirkit.engine.checkpoint"),
     ("sbirkit.methods.teachers", "sbirkit.engine.trainer"),  # trains teacher runs
-    # method modules that import register_method from the package face instead of methods/registry.py
-    ("sbirkit.methods.adaptive_fg", "sbirkit.methods"),
-    ("sbirkit.methods.crossx_dfl", "sbirkit.methods"),
 }
 
 

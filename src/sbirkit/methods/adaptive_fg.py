@@ -78,8 +78,8 @@ from torch.func import functional_call
 
 from ..errors import ConfigError, DataError, UsageError
 from ..losses.regularizers import CosineClassifier, domain_discriminator, domain_terms
-from . import register_method
 from .base import Method
+from .registry import register_method
 
 if TYPE_CHECKING:
     from ..engine.context import SetupContext, StepContext

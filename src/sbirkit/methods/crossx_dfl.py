@@ -54,10 +54,11 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..losses import data_free as L
-from . import dfl_diagnostics, register_method
+from . import dfl_diagnostics
 from .base import Method
 from .dfl_estimators import Estimator, build_estimators, rgb  # noqa: F401  (Estimator re-exported)
 from .dfl_students import STUDENT_INITS, init_students_from_teachers
+from .registry import register_method
 from .teachers import (
     LabelSpace,
     Teacher,
