@@ -3,32 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
-
-from sbirkit.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args, env: dict | None = None):
-    return runner.invoke(app, [str(a) for a in args], env=env)
-
-
-def ok(*args, env: dict | None = None):
-    result = invoke(*args, env=env)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
-def one_line_error(result, *needles: str) -> str:
-    """Assert exit code 2 and exactly one ``error: ...`` line on stderr (no traceback); return it."""
-    assert result.exit_code == 2, (result.exit_code, result.output, repr(result.exception))
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
+from cli_helpers import ok
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import invoke, ok, one_line_error
+from cli_helpers import invoke, ok, one_line_error
 
 from sbirkit.data import create_dataset
 from sbirkit.data.synthetic.writer import write_folder_layout

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import invoke, ok, one_line_error
+from cli_helpers import invoke, ok, one_line_error
 from PIL import Image
 
 

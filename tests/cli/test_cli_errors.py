@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import invoke, ok, one_line_error
+from cli_helpers import invoke, ok, one_line_error
 
 from sbirkit import cli
 from sbirkit.errors import CheckpointError, DataError, SbirkitError

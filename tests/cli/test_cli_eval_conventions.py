@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import invoke, ok, one_line_error
+from cli_helpers import invoke, ok, one_line_error
 
 from sbirkit.eval import PRESETS, RetrievalResult
 from sbirkit.eval.presets import format_preset

@@ -3,7 +3,7 @@ is a one-line error that creates nothing."""
 
 from __future__ import annotations
 
-from conftest import invoke, one_line_error
+from cli_helpers import invoke, one_line_error
 
 
 def test_search_grid_into_a_missing_folder_creates_nothing(cli_index, cli_run, tmp_path):

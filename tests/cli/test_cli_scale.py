@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import invoke, ok, one_line_error
+from cli_helpers import invoke, ok, one_line_error
 
 
 def search_json(index, sketches, k=5):

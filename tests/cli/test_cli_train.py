@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import invoke, ok, one_line_error
+from cli_helpers import invoke, ok, one_line_error
 
 from sbirkit.engine.run_lock import run_lock
 
