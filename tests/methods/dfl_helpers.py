@@ -29,3 +29,13 @@ TINY = [f"data.options={DATA}", "model.embed_dim=16",
 
 def tiny_config(*extra: str, preset: str = "crossx_dfl-synthetic") -> dict:
     return apply_overrides(load_preset(preset), [*TINY, *extra])
+
+
+def warm_root(tmp_path_factory, name: str):
+    """A fresh folder whose tiny teachers were trained once (a 2-step run in ``<root>/warmup``):
+    module fixtures of the data-free tests start from it."""
+    from sbirkit.engine import Trainer
+
+    root = tmp_path_factory.mktemp(name)
+    Trainer(tiny_config("train.steps=2"), root / "warmup").fit()
+    return root

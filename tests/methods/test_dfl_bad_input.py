@@ -16,14 +16,12 @@ from sbirkit.engine import Trainer
 from sbirkit.errors import SbirkitError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dfl_helpers import teacher, tiny_config  # noqa: E402
+from dfl_helpers import teacher, tiny_config, warm_root  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dfl_bad_input")
-    Trainer(tiny_config("train.steps=2"), root / "warmup").fit()  # trains the tiny teachers once
-    return root
+    return warm_root(tmp_path_factory, "dfl_bad_input")
 
 
 def _error(base: Path, name: str, *extra: str) -> str:

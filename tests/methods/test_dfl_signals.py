@@ -20,14 +20,12 @@ from sbirkit.methods import dfl_diagnostics as D
 from sbirkit.methods.dfl_estimators import StrokeEstimator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dfl_helpers import tiny_config  # noqa: E402
+from dfl_helpers import tiny_config, warm_root  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dfl_signals")
-    Trainer(tiny_config("train.steps=2"), root / "warmup").fit()  # trains the tiny teachers once
-    return root
+    return warm_root(tmp_path_factory, "dfl_signals")
 
 
 @pytest.fixture(scope="module")

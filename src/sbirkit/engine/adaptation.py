@@ -79,10 +79,6 @@ def default_negatives(k: int) -> int:
     return 1 if int(k) == 1 else 0
 
 
-def group_of(dataset: Any, sample: Sample, group_by: str, within_class: bool = False) -> str | None:
-    return task_group(dataset, sample, group_by, within_class)
-
-
 def draw_tasks(dataset: Any, split: str | None, group_by: str, k: int, draws: int, *,
                groups: Sequence[str] | None = None, negatives: int | None = None, max_queries: int | None = None,
                seed: int = 0, within_class: bool = False) -> tuple[list[AdaptationTask], dict[str, str]]:
@@ -98,7 +94,7 @@ def draw_tasks(dataset: Any, split: str | None, group_by: str, k: int, draws: in
     within_class = bool(within_class) and group_by == "user"
     members: dict[str, list[Pair]] = defaultdict(list)
     for s, p in dataset.pairs(split):
-        g = group_of(dataset, s, group_by, within_class)
+        g = task_group(dataset, s, group_by, within_class)
         if g is not None:
             members[g].append((s, p))
     wanted = list(groups) if groups is not None else sorted(members)

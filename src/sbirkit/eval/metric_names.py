@@ -28,6 +28,12 @@ class MetricSpec:
     convention: str | None = None
 
 
+def _known_convention(name: str, kind: str, convention: str, known) -> str:
+    if convention not in known:
+        raise ValueError(f"metrics: {name!r} names {kind} convention {convention!r}; expected one of {tuple(known)}")
+    return convention
+
+
 def parse_metric(name: str, *, interpolation: str = "none", map_convention: str = "sake") -> MetricSpec:
     """Parse ``map``, ``map:voc``, ``map@200``, ``map@200:yelamarthi``, ``p@100:zse`` or ``acc@1``."""
     m = _METRIC.match(name.strip().lower())
@@ -37,28 +43,13 @@ def parse_metric(name: str, *, interpolation: str = "none", map_convention: str 
             "p@K, p@K:<convention> or acc@K"
         )
     if m.group(1):
-        convention = m.group(2) or interpolation
-        if convention not in M.MAP_CONVENTIONS:
-            raise ValueError(
-                f"metrics: {name!r} names mAP@all convention {convention!r}; expected one of "
-                f"{tuple(M.MAP_CONVENTIONS)}"
-            )
+        convention = _known_convention(name, "mAP@all", m.group(2) or interpolation, M.MAP_CONVENTIONS)
         return MetricSpec(name, "map", None, convention)
     if m.group(3):
-        convention = m.group(5) or map_convention
-        if convention not in M.MAP_AT_K_CONVENTIONS:
-            raise ValueError(
-                f"metrics: {name!r} names mAP@K convention {convention!r}; expected one of "
-                f"{tuple(M.MAP_AT_K_CONVENTIONS)}"
-            )
+        convention = _known_convention(name, "mAP@K", m.group(5) or map_convention, M.MAP_AT_K_CONVENTIONS)
         return MetricSpec(name, "map@k", _positive_k(name, m.group(4)), convention)
     if m.group(6):
-        convention = m.group(8) or "standard"
-        if convention not in M.PRECISION_CONVENTIONS:
-            raise ValueError(
-                f"metrics: {name!r} names P@K convention {convention!r}; expected one of "
-                f"{tuple(M.PRECISION_CONVENTIONS)}"
-            )
+        convention = _known_convention(name, "P@K", m.group(8) or "standard", M.PRECISION_CONVENTIONS)
         return MetricSpec(name, "p@k", _positive_k(name, m.group(7)), convention)
     return MetricSpec(name, "acc@k", _positive_k(name, m.group(10)))
 

@@ -30,7 +30,6 @@ uses the same path):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import warnings
@@ -44,8 +43,6 @@ from PIL import Image, ImageOps
 from ..data.dataset import check_image_pixels, resize_image
 from ..data.records import DataError, EmptySketchError
 from ..data.strokes import Strokes, rasterize, rasterize_sketch
-
-log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SKETCH_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".svg", ".ndjson"})
