@@ -64,6 +64,17 @@ def test_dry_run_checks_everything_and_writes_nothing(tmp_path):
     assert not run.exists()
 
 
+def test_a_folder_named_like_the_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    """`sbirkit train NAME` in a folder holding ./NAME/ (an earlier --run-dir NAME) reads the preset;
+    `NAME/` (a path) is a one-line error naming the folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "triplet-synthetic").mkdir()
+    result = ok("train", "triplet-synthetic", "--run-dir", tmp_path / "run", "--dry-run", *TINY)
+    assert "dry run: nothing trained or written" in result.output
+    one_line_error(invoke("train", "triplet-synthetic/", "--dry-run", *TINY),
+                   "triplet-synthetic: expected a preset YAML file, found a folder")
+
+
 def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path):
     run = tmp_path / "run"
     with run_lock(run):  # as a training process holds it

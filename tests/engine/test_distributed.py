@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -47,6 +48,7 @@ def _loss(model, x_s, x_p, labels, ctx):
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
+    warnings.simplefilter("error", FutureWarning)  # gather() must not use torch's deprecated all_gather
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     ctx = DistContext(rank, world, rank)
     model, x_s, x_p, labels = _model_and_batch()

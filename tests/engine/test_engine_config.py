@@ -12,6 +12,7 @@ from sbirkit.engine.config import (
     ConfigError,
     apply_overrides,
     changed_keys,
+    configs_dirs,
     list_presets,
     load_preset,
     parse_override,
@@ -158,3 +159,27 @@ def test_switching_method_or_dataset_drops_their_options(tmp_path):
     assert apply_overrides(cfg, ["model.dropout=0.1"])["model"]["dropout"] == 0.1
     (tmp_path / "m.yaml").write_text("model: {hidden: 64}\n")
     assert load_preset(tmp_path / "m.yaml")["model"]["hidden"] == 64
+
+
+def test_a_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    """The rule (docs/training.md): a path has a separator or ends in .yaml/.yml; a bare name is a
+    preset first, whatever the working directory holds; a bare name that is no preset may be a file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SBIRKIT_CONFIGS", raising=False)
+    shipped = load_preset("triplet-synthetic")
+    (tmp_path / "triplet-synthetic").mkdir()  # e.g. the run folder of an earlier `--run-dir triplet-synthetic`
+    (tmp_path / "triplet-synthetic" / "config.yaml").write_text("train: {steps: 3}\n")
+    assert load_preset("triplet-synthetic") == shipped
+    (tmp_path / "triplet_sn-synthetic").write_text("extends: triplet-synthetic\ntrain: {steps: 5}\n")
+    assert load_preset("triplet_sn-synthetic") == load_preset(Path(configs_dirs()[-1]) / "triplet_sn-synthetic.yaml")
+    # a path reads the file, and a folder given as a path is a one-line error naming it
+    assert load_preset("./triplet_sn-synthetic")["train"]["steps"] == 5
+    with pytest.raises(ConfigError, match=r"^triplet-synthetic/?: expected a preset YAML file, found a folder$"):
+        load_preset("triplet-synthetic/")
+    # a bare name that is no preset: an existing file is read; a folder is named in the error
+    (tmp_path / "mine").write_text("extends: triplet-synthetic\ntrain: {steps: 4}\n")
+    assert load_preset("mine")["train"]["steps"] == 4
+    (tmp_path / "myrun").mkdir()
+    with pytest.raises(ConfigError, match=r"preset 'myrun': not found in .*; known: .*\(myrun in the working "
+                                          r"directory is a folder, not a config file"):
+        load_preset("myrun")

@@ -100,14 +100,24 @@ def test_sketches_retrieve_photos_of_their_class(client, synth):
     assert top1 / n >= 0.4 and top5 / (5 * n) >= 0.4, (top1 / n, top5 / (5 * n))
 
 
-def test_search_gives_what_sbirkit_search_gives(client, synth, index_dir):
-    """One preprocessing path: the CLI and the server embed a file the same way."""
-    for path in (sketch_file(synth, "tree", 1), sketch_file(synth, "fish", 3)):
+def test_search_gives_what_sbirkit_search_gives(client, synth, index_dir, tmp_path):
+    """One query path (index/query.py): the CLI and the server read, embed, search and rank a query
+    the same way, so the same file (or the same drawing as an .ndjson file and as JSON strokes)
+    gives the same ids, ranks and scores, bit for bit."""
+    xs = [50, 61, 95, 67, 78, 50, 22, 33, 5, 39, 50]
+    ys = [5, 38, 38, 59, 92, 72, 92, 59, 38, 38, 5]
+    drawing = tmp_path / "star.ndjson"
+    drawing.write_text(json.dumps({"word": "star", "drawing": [[xs, ys], [[20, 80], [50, 50]]]}) + "\n")
+    queries = [(path, lambda p: post_png(client, p, "k=6")) for path in (sketch_file(synth, "tree", 1),
+                                                                          sketch_file(synth, "fish", 3))]
+    queries.append((drawing, lambda p: client.post("/search?k=6", json={"strokes": [[xs, ys], [[20, 80], [50, 50]]]})))
+    for path, post in queries:
         out = cli("search", "--index", index_dir, "--sketch", path, "-k", 6, "--json")
         expected = json.loads(out[out.index("{"):])["queries"][0]["results"]
-        got = post_png(client, path, "k=6").json()["results"]
-        assert [h["id"] for h in got] == [r["id"] for r in expected]
-        np.testing.assert_allclose([h["score"] for h in got], [r["score"] for r in expected], atol=1e-5)
+        got = post(path).json()["results"]
+        assert len(got) == 6
+        assert [(h["rank"], h["id"], h["score"], h["class_name"]) for h in got] == \
+            [(r["rank"], r["id"], r["score"], r.get("class_name")) for r in expected], path.name
 
 
 def test_svg_multipart_raw_and_strokes_bodies(client, synth, tmp_path):

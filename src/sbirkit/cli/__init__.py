@@ -13,7 +13,6 @@ from __future__ import annotations
 # isort: off
 from .common import _ordinary_message, app, main  # noqa: F401  (_ordinary_message: read by tests)
 from . import data, runs, embed, index, search, serve, dfl  # noqa: F401  (register their commands)
-from .embed import _run_encoder  # noqa: F401  (read by tests)
 # isort: on
 
 __all__ = ["app", "main"]

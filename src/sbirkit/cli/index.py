@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .common import _fail, _Group, app
-from .embed import _embed_folder, _run_encoder
+from .embed import _skipped
 
 index_app = typer.Typer(help="Build and inspect persistent search indexes.", no_args_is_help=True, cls=_Group)
 app.add_typer(index_app, name="index")
@@ -44,82 +44,20 @@ def index_build(
 
     --out, the folder, the flags and the factory are checked before anything is embedded.
     """
-    import warnings
+    from ..index.building import build_index_for
 
-    from ..index import GalleryIndex
-    from ..index.autotune import check_target_recall, parse_memory
-    from ..index.gallery import check_factory
-
-    if factory is not None and max_memory is not None:
-        _fail("--factory, --max-memory: expected one of them (--max-memory chooses the factory)")
-    budget = parse_memory(max_memory) if max_memory is not None else None
-    check_target_recall(target_recall)
-    GalleryIndex.check_target(out)
-    large = from_embeddings is not None or budget is not None or target_recall is not None
+    built = build_index_for(out, run=run, folder=folder, from_embeddings=from_embeddings, factory=factory,
+                            max_memory=max_memory, target_recall=target_recall, mmap=mmap, which=which,
+                            batch_size=batch_size, echo=lambda line: typer.echo(line, err=True), on_skip=_skipped)
     if from_embeddings is not None:
-        if folder is not None:
-            _fail(f"FOLDER {folder}: --from-embeddings builds from the embeddings; give no photo folder")
-        _index_from_embeddings(from_embeddings, run, out, factory, budget, target_recall, mmap, which)
-        return
-    if run is None or folder is None:
-        _fail("RUN FOLDER: expected a run folder and a photo folder (or --from-embeddings DIR)")
-    factory_used = factory or "Flat"
-    emb, items, info, skipped = _embed_folder(
-        run, folder, which, batch_size,
-        before_embedding=lambda info: factory is None or check_factory(factory, info["embed_dim"]))
-    if large:
-        from ..index.autotune import ArraySource
-
-        index = _build_large(ArraySource(emb, items, info), factory, budget, target_recall,
-                             mmap if mmap is not None else budget is not None, {"kind": "folder", "path": str(folder)})
+        typer.echo(f"indexed {len(built.index)} vectors from {from_embeddings} ({built.skipped} unreadable when "
+                   f"embedded) with {built.index.factory} -> {built.saved}")
     else:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"factory .*: nlist")  # said below, in words
-            index = GalleryIndex.build(emb, items, info, factory=factory_used)
-        if mmap:
-            index.build_info = {"mmap": True}
-    saved = index.save(out)
-    typer.echo(f"indexed {len(items)} photos ({skipped} unreadable, skipped) with {index.factory} -> {saved}")
-    if factory is not None and index.factory != factory:
-        typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
-
-
-def _build_large(source, factory, budget, target_recall, mmap: bool, source_info: dict):
-    """``index build`` through :func:`sbirkit.index.autotune.build_index` (shards, budgets, recall)."""
-    import warnings
-
-    from ..index.autotune import build_index
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"factory .*: nlist")
-        return build_index(source, factory=factory, max_memory=budget, target_recall=target_recall, mmap=mmap,
-                           echo=lambda line: typer.echo(line, err=True), source_info=source_info)
-
-
-def _index_from_embeddings(path: Path, run: Optional[Path], out: Path, factory, budget, target_recall, mmap,
-                           which: str) -> None:
-    from ..index import check_model
-    from ..index.autotune import open_source
-    from ..index.gallery import check_factory
-
-    source = open_source(path)
-    if factory is not None:
-        check_factory(factory, source.dim)
-    info = source.model_info
-    if run is not None:  # the model named on the command line must be the one that embedded the shards
-        _, _, run_info = _run_encoder(run, which)
-        check_model(info, run_info, where=str(path))
-    if getattr(source, "header", {}).get("modality") == "sketch":
-        source.model_info["modality"] = "sketch"
-    kind = "shards" if hasattr(source, "shards") else "npz"
-    index = _build_large(source, factory, budget, target_recall, True if mmap is None else mmap,
-                         {"kind": kind, "path": str(path.resolve()),
-                          **({"shards": len(source.shards)} if kind == "shards" else {})})
-    saved = index.save(out)
-    typer.echo(f"indexed {len(index)} vectors from {path} ({source.skipped} unreadable when embedded) with "
-               f"{index.factory} -> {saved}")
-    if factory is not None and index.factory != factory:
-        typer.echo(f"factory: asked for {factory}, used {index.factory}: {index.factory_note}")
+        typer.echo(f"indexed {len(built.index)} photos ({built.skipped} unreadable, skipped) with "
+                   f"{built.index.factory} -> {built.saved}")
+    note = built.factory_changed(factory)
+    if note is not None:
+        typer.echo(note)
 
 
 @index_app.command("info")
@@ -156,32 +94,12 @@ def index_add(
     Atomic: the index gets a new version only when every step worked; a failure leaves the old one
     live and unchanged. Ids already in the index are refused before anything is embedded.
     """
-    from ..index import GalleryIndex, check_model, image_items, list_image_files
+    from ..index.building import add_folder_to_index
 
-    index = GalleryIndex.load(index_dir)
-    built_with = index.model_info
-    run_dir = Path(run) if run else Path(built_with.get("run", ""))
-    paths = list_image_files(folder)
-    if not paths:
-        _fail(f"{folder}: expected image files, found none")
-    have = {str(it["id"] if "id" in it else it["path"]) for it in index.items}
-    clash = next((i["id"] for i in image_items(paths, folder) if id_prefix + i["id"] in have), None)
-    if clash is not None:
-        _fail(f"{folder}: id {id_prefix + clash!r} is already in {index_dir}; pick another --id-prefix")
-    del index, have
-
-    def check(info: dict) -> None:
-        check_model(built_with, info, where=str(index_dir))
-        if info["embed_dim"] != int(built_with.get("embed_dim", info["embed_dim"])):
-            _fail(f"{index_dir}: embedding size {built_with['embed_dim']}, but the model {run_dir} embeds to "
-                  f"{info['embed_dim']}")
-
-    emb, items, info, skipped = _embed_folder(run_dir, folder, built_with.get("which", "best"), batch_size,
-                                              before_embedding=check)
-    items = [{**item, "id": id_prefix + item["id"]} for item in items]
-    updated, _ = GalleryIndex.update(index_dir, lambda idx: idx.add(emb, items), expect_model=info)
-    typer.echo(f"added {len(items)} photos ({skipped} unreadable, skipped) to {index_dir}: {len(updated)} items "
-               f"now ({updated.factory})")
+    done = add_folder_to_index(folder, index_dir, run=run, id_prefix=id_prefix, batch_size=batch_size,
+                               on_skip=_skipped)
+    typer.echo(f"added {done.added} photos ({done.skipped} unreadable, skipped) to {index_dir}: {len(done.index)} "
+               f"items now ({done.index.factory})")
 
 
 @index_app.command("remove")

@@ -13,7 +13,9 @@ from .common import _fail, _one_of, _parse_options, _positive, app
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    preset: str = typer.Argument(..., help="A preset name (see 'sbirkit list'; shipped in src/sbirkit/configs/) or a YAML path."),
+    preset: str = typer.Argument(..., help="A preset name (see 'sbirkit list'; shipped in src/sbirkit/configs/) or a YAML path. "
+                        "A bare name is a preset even when a folder or file of that name is here; "
+                        "a path has a / or ends in .yaml."),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder (default runs/<preset>); resumes if it has last.pt."),
     dry_run: bool = typer.Option(False, "--dry-run/--no-dry-run",
                                  help="Check the config and build the data, model and optimisers, print the resolved "

@@ -95,18 +95,38 @@ def list_presets() -> list[str]:
     return sorted({p.stem for folder in configs_dirs() if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
+def _is_path(text: str) -> bool:
+    """Whether a preset argument names a file by its form: it has a path separator or ends in
+    ``.yaml`` / ``.yml``. Anything else is a bare name."""
+    return "/" in text or os.sep in text or (os.altsep is not None and os.altsep in text) \
+        or text.endswith((".yaml", ".yml"))
+
+
 def _preset_path(name_or_path: str | os.PathLike) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    """The YAML file a preset argument names. The rule (``sbirkit train --help``, docs/configs.md):
+
+    * a **path** (a separator, or ``.yaml`` / ``.yml`` at the end) is that file;
+    * a **bare name** is a preset (``$SBIRKIT_CONFIGS``, then the shipped ones); a folder of that
+      name in the working directory never shadows it (a folder is never a config). A bare name
+      that is no preset but an existing file is read as that file.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if _is_path(text):
         if not path.is_file():
-            raise ConfigError(f"{path}: preset file not found")
+            found = "a folder" if path.is_dir() else "nothing"
+            raise ConfigError(f"{path}: expected a preset YAML file, found {found}")
         return path
     for folder in configs_dirs():
-        candidate = folder / f"{name_or_path}.yaml"
+        candidate = folder / f"{text}.yaml"
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"preset {str(name_or_path)!r}: not found in {', '.join(map(str, configs_dirs()))}; "
-                      f"known: {', '.join(list_presets()) or '(none)'}")
+    if path.is_file():
+        return path
+    folder_note = (f" ({text} in the working directory is a folder, not a config file; a path to a YAML file "
+                   f"needs its .yaml)") if path.is_dir() else ""
+    raise ConfigError(f"preset {text!r}: not found in {', '.join(map(str, configs_dirs()))}; "
+                      f"known: {', '.join(list_presets()) or '(none)'}{folder_note}")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -7,7 +7,8 @@ set up from torchrun's environment: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``
   the same plan for each step and keeps its contiguous share (:func:`shard_bounds`), so gathering
   the shares in rank order gives exactly the batch one process would have had.
 * **Losses that need other samples** (triplet mining, InfoNCE) call ``ctx.gather(x)``: a
-  gradient-preserving all-gather (``torch.distributed.nn.functional.all_gather``) that returns the
+  gradient-preserving all-gather (``torch.distributed._functional_collectives.all_gather_single_autograd``,
+  which replaces the deprecated ``torch.distributed.nn.functional.all_gather``) that returns the
   global batch on every rank. Per-sample terms stay local.
 * **Gradients** are averaged over the ranks after each backward (:func:`average_gradients`).
   Together with the gather (whose backward sums the ranks' gradients) this gives the gradient of
@@ -90,9 +91,13 @@ def gather(tensor: torch.Tensor, dist_ctx: DistContext) -> torch.Tensor:
     every rank's share. Identity in a single process."""
     if not dist_ctx.enabled:
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    try:  # the autograd all-gather torch points to since torch.distributed.nn.functional's was deprecated
+        from torch.distributed._functional_collectives import all_gather_single_autograd
+    except ImportError:  # an older torch (the project allows 2.1), where the old one is not deprecated
+        from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+        return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    return all_gather_single_autograd(tensor.contiguous(), 0, torch.distributed.group.WORLD)
 
 
 def average_gradients(params: list[torch.nn.Parameter], dist_ctx: DistContext) -> None:

@@ -78,12 +78,10 @@ class SearchResult:
 
     def items_for(self, i: int) -> list[dict]:
         """Ranked item dicts of query ``i``, each a copy with ``rank``, ``score`` and ``index`` added."""
-        out = []
-        for rank, (idx, score) in enumerate(zip(self.indices[i].tolist(), self.scores[i].tolist())):
-            if idx < 0:  # an IVF probe can find fewer than k neighbours
-                continue
-            out.append({**self.items[idx], "rank": rank, "score": float(score), "index": int(idx)})
-        return out
+        from .query import ranked_rows
+
+        return [{**self.items[row], "rank": rank - 1, "score": score, "index": row}
+                for rank, row, score in ranked_rows(self.scores[i], self.indices[i])]
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ from PIL import Image
 from ..data.records import DataError
 from ..errors import UsageError
 from .files import IMAGE_EXTENSIONS, load_photo, load_query_sketch
+from .query import images_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def embed_image_files(
     batch_paths: list[Path] = []
 
     def flush() -> None:
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = images_to_tensor(batch)  # as a query is (index/query.py)
         if device is not None:
             x = x.to(device)
         with torch.inference_mode():

@@ -2,7 +2,8 @@
 
 :func:`search_sketch_files` loads the index and the model that built it (checked against the
 index's ``model_info``), reads each query file the way the server reads an upload
-(:func:`~sbirkit.index.files.load_query_sketch`), embeds them in one batch and searches;
+(:func:`~sbirkit.index.files.load_query_sketch`), embeds them in one batch and searches, through
+the query path the server uses too (:mod:`sbirkit.index.query`);
 :meth:`SketchSearch.as_dict` is the JSON ``sbirkit search --json`` prints.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from .gallery import GalleryIndex
+from .query import embed_query_images
 from .run_model import check_model, load_run_encoder
 
 
@@ -81,8 +83,6 @@ def search_sketch_files(index_dir: str | os.PathLike, sketch: str | os.PathLike,
     index either way). In a folder, a file that cannot be used (blank, unreadable) is skipped and
     ``on_skip(path, error)`` told; a single file's error is raised. ``on_warning(message)`` hears
     each warning reading a query gave (e.g. "looks like a photo")."""
-    import torch
-
     from .files import load_query_sketch
 
     index_dir, sketch = Path(index_dir), Path(sketch)
@@ -121,10 +121,7 @@ def search_sketch_files(index_dir: str | os.PathLike, sketch: str | os.PathLike,
         out.notes.append([str(w.message) for w in caught])
     if not out.used:
         raise UsageError(f"--sketch {sketch}: none of the {len(queries)} sketch files could be used")
-    x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
-                     for im in out.images])
-    with torch.no_grad():
-        q = encoder.encode_sketch(x).numpy()
+    q = embed_query_images(encoder, [np.asarray(im, dtype=np.uint8) for im in out.images], "sketch")
     result = index.search(q, k=k, nprobe=nprobe)
     out.blocks = [result.items_for(i) for i in range(len(out.used))]
     return out

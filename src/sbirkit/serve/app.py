@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import SbirkitError, UsageError
+from ..index.query import ranked_rows
 from .batching import Batcher, Job, OverloadedError
 from .config import ServeConfig
 from .queries import (
@@ -397,13 +398,9 @@ def create_app(index_dir: str | os.PathLike | None = None, *, config: ServeConfi
         job = Job(snapshot=snap, modality=query_modality, image=query.image, k=k, rows=rows,
                   filter_key=(gallery_modality, wanted), nprobe=nprobe)
         scores, found = await batcher.submit(job)
-        results = []
-        for rank, (score, row) in enumerate(zip(scores.tolist(), found.tolist()), 1):
-            if row < 0:
-                continue
-            results.append({"rank": rank, "id": snap.item_id(row), "score": float(score),
-                            "class_name": snap.class_names[row] or None, "modality": snap.modalities[row],
-                            **_urls(snap, row)})
+        results = [{"rank": rank, "id": snap.item_id(row), "score": score, "class_name": snap.class_names[row] or None,
+                    "modality": snap.modalities[row], **_urls(snap, row)}
+                   for rank, row, score in ranked_rows(scores, found)]  # as `sbirkit search` ranks them
         return {"results": results, "k": k, "direction": direction, "classes": list(wanted) if wanted else None,
                 "metric": snap.index.metric, "warnings": query.warnings, "index_version": snap.version,
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from ..index.gallery import GalleryIndex, RowFilter, check_model
+from ..index.query import embed_query_images
 from .config import ServeConfig
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,9 @@ class Model:
     run_dir: Path
 
     def encode(self, modality: str, images: np.ndarray) -> np.ndarray:
-        """Embed a (B, H, W, 3) uint8 batch with the sketch or photo branch: (B, d) float32."""
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-        fn = self.encoder.encode_sketch if modality == "sketch" else self.encoder.encode_photo
-        with torch.inference_mode():
-            z = fn(x)
-        return z.detach().float().cpu().numpy().astype(np.float32, copy=False)
+        """Embed a (B, H, W, 3) uint8 batch with the sketch or photo branch: (B, d) float32, as
+        ``sbirkit search`` does (:func:`sbirkit.index.query.embed_query_images`)."""
+        return embed_query_images(self.encoder, images, modality)
 
 
 def load_model(run_dir: str | os.PathLike, which: str = "best") -> Model:
