@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 from adaptive_helpers import tiny_config
+from bench_scripts import load_benchmark
 from torch import nn
 
 from sbirkit.engine import StepContext, Trainer, load_run
 from sbirkit.engine.sources import step_loader
 from sbirkit.errors import ConfigError, UsageError
 from sbirkit.methods.adaptive_fg import (
-    BASELINES,
     AdaptedEncoder,
     FunctionalLearner,
     MarginNet,
@@ -34,6 +34,7 @@ from sbirkit.methods.adaptive_fg import (
 )
 
 HERE = Path(__file__).resolve().parent
+BASELINES = load_benchmark("adaptive_baselines").BASELINES  # the benchmark's rows (benchmarks/)
 
 
 def _built(*overrides: str, run_dir: Path) -> Trainer:
