@@ -358,9 +358,19 @@ def test_init_from_a_trained_triplet_sn_run(tmp_path):
     assert backbone and all(torch.equal(mine[k], theirs[k]) for k in backbone)
     # the triplet_sn head maps the 64-d pooled features to 16-d, as this one maps the attention-pooled ones
     assert torch.equal(mine["encoder.encoder.head.proj.1.weight"], theirs["encoder.encoder.head.proj.1.weight"])
+    # method.init_from is read as train.init_from with init_modules encoder (engine/init_from.py): the
+    # record the method was given says what came from where
     record = trainer.method.init_record
-    assert record["loaded"] == len([k for k in theirs if k.startswith("encoder.encoder.")])
-    assert any(k.startswith("attention.") for k in record["skipped"])  # triplet_sn had no attention
+    assert record["key"] == "method.init_from" and record["modules"] == "encoder" and record["backbone"] == "tiny_cnn"
+    branch = record["branches"]["sketch"]
+    assert branch["from"] == "encoder.encoder." and branch["loaded"] == len([k for k in theirs if k.startswith("encoder.encoder.")])
+    # triplet_sn had no attention: the head (same shapes) came along, the attention did not
+    assert branch["parts"] == {"attention": "none", "backbone": "all", "head": "all"}
+    assert trainer.init_record == record and trainer.method.starts_from_run
+    # the same through train.init_from itself
+    again = _built(f"train.init_from={source}", "train.init_modules=encoder", run_dir=tmp_path / "train")
+    assert all(torch.equal(again.method.state_dict()[k], v) for k, v in mine.items())
+    assert again.init_record["key"] == "train.init_from"
     with pytest.raises(ConfigError, match="backbone 'tiny_cnn'"):
         _built(f"method.init_from={source}", "model.backbone=tiny_cnn_wide", run_dir=tmp_path / "wide")
     with pytest.raises(ConfigError, match="checkpoint not found"):

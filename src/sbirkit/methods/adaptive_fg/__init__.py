@@ -6,7 +6,7 @@ or a new person's drawing style from k sketch-photo pairs, with one gradient ste
 
 * **Feature extractor F**: one network for sketches and photos (Siamese, ``model.shared: true``),
   any registered backbone, then :class:`~sbirkit.models.heads.SpatialAttention` and a global pool
-  (``model.attention: true``). ``method.init_from: RUN`` starts it from a trained run (e.g. a
+  (``model.attention: true``). ``train.init_from: RUN`` (with ``train.init_modules: encoder``) starts it from a trained run (e.g. a
   ``triplet_sn`` run), as the paper builds on its supervised baseline.
 * **Meta-learning head M**: the encoder's linear embedding head with L2 normalisation (64-d in the
   presets). Only M adapts in the inner loop (ANIL-like): ``W' = W - alpha * grad_W L_T^mu(support)``,

@@ -66,7 +66,8 @@ class AdaptiveFG(MetaStep, AdaptAtTestTime, Method):
         self.decoder: nn.Module | None = None
         self.active_regularizers = tuple(r for r in self.regularizers if r not in ("c", "s"))
         self.groups: dict[str, list[str]] = {}
-        self.init_record: dict[str, Any] | None = None
+        self.init_record: dict[str, Any] | None = None  # what train.init_from loaded (initialised_from)
+        self.starts_from_run = False  # train.init_from (or method.init_from) is set: feature_norm auto
         self.train_split: str | None = None
         self._probe: list[dict[str, Any]] | None = None  # the monitors' fixed tasks (monitors.py)
         self._step = 0  # steps trained (the regularisers' ramp; the monitors' step)
@@ -103,8 +104,9 @@ class AdaptiveFG(MetaStep, AdaptAtTestTime, Method):
                                          or (r == "s" and self.decoder is not None) or r in ("d", "ud"))
 
     def setup(self, ctx: SetupContext) -> None:
-        """Resolve the groups, build the category modules (L_C, L_S) over the meta-train classes, and
-        start F from ``init_from`` (a new run only: a resumed one loads everything from last.pt)."""
+        """Resolve the groups and build the category modules (L_C, L_S) over the meta-train classes.
+        F is started from ``train.init_from`` by the runner afterwards (a new run only: a resumed one
+        loads everything from last.pt)."""
         if ctx.train.cached_features and self.options.inner == "all":
             raise ConfigError("method.inner=all with train.cached_features: MAML over every parameter needs the "
                               "images; train end to end (train.cached_features=false) or adapt the head (inner=head)")
@@ -127,49 +129,36 @@ class AdaptiveFG(MetaStep, AdaptAtTestTime, Method):
                 raise DataError(f"{table.origin or self.options.semantic}: semantic vectors: expected one finite "
                                 f"vector per meta-train class, missing: {', '.join(table.missing)}")
         self._build_class_modules(len(dataset.classes), classes, vectors)
-        if self.options.init_from and not ctx.resuming:
-            self.init_record = self.load_feature_extractor(self.options.init_from, self.options.init_which)
+        # F starts from another run's weights (train.init_from, or method.init_from read as it): the
+        # runner copies them after setup (engine/init_from.py) and tells check_init_source / initialised_from
+        self.starts_from_run = bool(self.options.init_from or ctx.train.init_from)
 
-    def load_feature_extractor(self, run_dir: str, which: str = "best") -> dict[str, Any]:
-        """Copy a trained run's encoder weights into this one wherever name and shape agree (its
-        backbone, attention, and head when the sizes match); returns what was loaded and skipped."""
-        from pathlib import Path
-
-        from ...engine.checkpoint import load_checkpoint
-        from ...engine.config import read_config
-
-        run = Path(run_dir)
-        path = run / f"{which}.pt"
-        if not path.is_file():
-            raise ConfigError(f"method.init_from: {path}: checkpoint not found (expected a run folder with {which}.pt)")
-        config = read_config(run / "config.yaml")
-        theirs = config["model"].get("backbone")
+    def check_init_source(self, source_config: Mapping[str, Any] | None, where: str) -> None:
+        """F comes from a run of the same backbone (a run of another backbone is refused, even where
+        some tensor shapes happen to agree)."""
+        if source_config is None:
+            return
+        theirs = source_config["model"].get("backbone")
         ours = self.encoder.config.get("backbone") if getattr(self.encoder, "config", None) else None
         if ours is not None and theirs != ours:
-            raise ConfigError(f"method.init_from: {run} has backbone {theirs!r}, this model {ours!r}")
-        state = load_checkpoint(path, map_location="cpu")["model"]
-        branch_state = {}
-        for key, value in state.items():
-            for prefix in ("encoder.encoder.", "encoder.sketch_encoder."):
-                if key.startswith(prefix):
-                    branch_state[key[len(prefix):]] = value
-        mine = self.branch.state_dict()
-        loaded = {k: v for k, v in branch_state.items() if k in mine and tuple(mine[k].shape) == tuple(v.shape)}
-        if not any(k.startswith("backbone.") for k in loaded):
-            raise ConfigError(f"method.init_from: {path}: no backbone weight fits this model "
-                              f"({len(branch_state)} encoder tensors in the checkpoint)")
-        with torch.no_grad():
-            for k, v in loaded.items():
-                mine[k].copy_(v)
-        return {"run": str(run), "which": which, "loaded": len(loaded),
-                "skipped": sorted(k for k in mine if k not in loaded)}
+            raise ConfigError(f"{where} has backbone {theirs!r}, this model {ours!r}")
+
+    def initialised_from(self, record: Mapping[str, Any]) -> None:
+        """What ``init_from`` loaded into F's (shared) branch: at least a backbone weight, else an error;
+        kept for :meth:`init_heads`."""
+        branch = next(iter(record["branches"].values()))
+        if branch["parts"].get("backbone", "none") == "none":
+            raise ConfigError(f"{record['key']}: {record['run']}: no backbone weight fits this model "
+                              f"({branch['source_tensors']} encoder tensors in the checkpoint)")
+        self.init_record = dict(record)
 
     def init_heads(self, kind: str, training_features):
         """``train.head_init`` (e.g. PCA) for a run of its own; a run whose head came from
         ``init_from`` keeps that head (the preset's ``pca`` serves its baseline)."""
-        loaded = self.init_record is not None and not any(k.startswith("head.") for k in self.init_record["skipped"])
+        loaded = self.init_record is not None and \
+            next(iter(self.init_record["branches"].values()))["parts"].get("head") == "all"
         if kind != "default" and loaded:
-            return {"kind": kind, "skipped": "the head was loaded from method.init_from"}
+            return {"kind": kind, "skipped": f"the head was loaded from {self.init_record['key']}"}
         return super().init_heads(kind, training_features)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):

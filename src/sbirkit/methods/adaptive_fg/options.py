@@ -71,7 +71,9 @@ class AdaptiveFGOptions:
     semantic: str = "minilm"  # a sbirkit.semantics source (onehot, random work offline)
     semantic_options: dict = field(default_factory=dict)
     # the feature extractor
-    init_from: str | None = None  # a run folder (e.g. triplet_sn) to start F (and M where shapes fit) from
+    # deprecated: read by the runner as train.init_from=RUN with train.init_modules=encoder and
+    # train.init_which=init_which (engine/init_from.py), with a notice; kept so saved configs load
+    init_from: str | None = None
     init_which: str = "best"
     # model selection and test-time adaptation
     val_k: int | None = None  # k of the validation tasks (null: k_support)
@@ -83,7 +85,7 @@ class AdaptiveFGOptions:
     finetune_lr: float = 1.0e-3
     finetune_optimizer: str = "adam"  # adam | sgd
     feature_norm: str = "auto"  # BatchNorm in training: running (statistics updated each step, used as at
-    # test time) | batch (ordinary) | auto: running when init_from gives trained statistics, else batch
+    # test time) | batch (ordinary) | auto: running when the run starts from another (init_from), else batch
 
 
 def check_options(o: AdaptiveFGOptions) -> tuple[str, ...]:

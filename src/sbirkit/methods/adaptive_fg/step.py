@@ -123,7 +123,7 @@ class MetaStep:
     @property
     def feature_norm(self) -> str:
         norm = self.options.feature_norm
-        return norm if norm != "auto" else ("running" if self.options.init_from else "batch")
+        return norm if norm != "auto" else ("running" if self.starts_from_run else "batch")
 
     @staticmethod
     def _task_images(task: Mapping[str, Any]) -> list[torch.Tensor]:
