@@ -169,7 +169,9 @@ def trained(out: Path, preset: str, overrides: list[str], seed: int, extra: list
         overrides = [*overrides, f"method.init_from={base}"]
     folder = run_dir(out, preset, overrides, seed)
     done = folder / "done.json"
-    config = apply_overrides(load_preset(preset), [*overrides, *extra, f"seed={seed}", "train.progress=false"])
+    # train.init_from=null: the presets name their own baseline; here the baseline is the row above
+    config = apply_overrides(load_preset(preset), ["train.init_from=null", *overrides, *extra, f"seed={seed}",
+                                                   "train.progress=false"])
     if done.is_file():
         # reuse a finished run only if it was trained with this very config (a preset or method default
         # may have changed since); else keep it aside and train again

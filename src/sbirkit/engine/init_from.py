@@ -16,8 +16,11 @@ spec (the rule of the data-free teachers, :func:`sbirkit.methods.teachers.ensure
 folder holding a run of another config is an error, never trained over). The spec's run gets this
 run's ``seed`` and ``data.root`` (added to its overrides where they differ from the preset's, so
 each seed has its own), and ``train.init_from: null`` unless its overrides say otherwise (a preset
-that names its own baseline does not start the baseline from itself). ``adaptive_fg``'s presets
-name their supervised baseline this way (docs/adaptive_fg.md).
+that names its own baseline does not start the baseline from itself); a run whose config *is* the
+spec's run (the baseline command itself, e.g. ``sbirkit train adaptive_fg-synthetic
+method.mode=supervised "method.regularizers=[]"``) trains from scratch instead of starting from a
+copy of itself (:mod:`sbirkit.engine.init_spec`). ``adaptive_fg``'s presets name their supervised
+baseline this way (docs/adaptive_fg.md).
 
 A method learns what it was started from through two hooks of
 :class:`~sbirkit.methods.base.Method`: ``check_init_source`` (the source run's saved config, before
@@ -29,7 +32,6 @@ below, after: ``adaptive_fg`` keeps a loaded head rather than its PCA start). ``
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +41,8 @@ import torch
 
 from ..errors import ConfigError
 from .checkpoint import load_checkpoint
-from .config import apply_overrides, load_preset, read_config
+from .config import read_config
+from .init_spec import is_spec_run, preset_spec
 
 MODULES = ("backbone", "encoder")
 _BRANCH_PARTS = ("backbone.", "attention.", "head.", "pool.")
@@ -126,17 +129,6 @@ def init_encoder_from_run(encoder: torch.nn.Module, run_dir: str | Path, which: 
 
 
 # ---- where the weights come from: a run, a preset spec, or the deprecated method.init_from ---------------
-#: what the run a preset spec trains takes from the run that names it (module docstring)
-INHERITED = ("seed", "data.root")
-
-
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node
-
-
 def init_source(config: Mapping[str, Any], train) -> tuple[Any, str, str, str] | None:
     """``(run folder or preset spec, which, modules, key)`` this run starts from, or None:
     ``train.init_from``, or the deprecated ``method.init_from`` (read as train.init_from with
@@ -150,24 +142,6 @@ def init_source(config: Mapping[str, Any], train) -> tuple[Any, str, str, str] |
     if train.init_from:
         return train.init_from, train.init_which, train.init_modules, "train.init_from"
     return None
-
-
-def preset_spec(spec: Mapping[str, Any], config: Mapping[str, Any], where: str = "train.init_from") -> dict[str, Any]:
-    """The spec as it is trained for this run: its overrides plus the inherited ``seed`` and
-    ``data.root`` where they differ from the preset's, and ``train.init_from=null`` where the preset
-    names one and the overrides do not (module docstring)."""
-    overrides = [str(o) for o in (spec.get("overrides") or [])]
-    try:
-        theirs = apply_overrides(load_preset(str(spec["preset"])), overrides)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    named = {o.split("=", 1)[0].strip() for o in overrides}
-    for key in INHERITED:
-        if key not in named and _get(config, key) != _get(theirs, key):
-            overrides.append(f"{key}={json.dumps(_get(config, key))}")
-    if "train.init_from" not in named and theirs["train"].get("init_from") is not None:
-        overrides.append("train.init_from=null")
-    return {**spec, "overrides": overrides}
 
 
 def init_from_source(method, config: Mapping[str, Any], train, run_dir: str | Path, dry_run: bool = False
@@ -185,6 +159,10 @@ def init_from_source(method, config: Mapping[str, Any], train, run_dir: str | Pa
         from ..methods.teachers import TeacherNotTrained, ensure_preset_run
 
         spec = preset_spec(source, config, where)
+        if is_spec_run(spec, config):
+            print(f"{where}: this run is the run of {spec['preset']} + {' '.join(spec['overrides'])} itself; it "
+                  "trains from scratch", file=sys.stderr)
+            return None
         try:
             source = ensure_preset_run(spec, where, Path(run_dir).parent, bool(train.progress), not dry_run)
         except TeacherNotTrained as exc:  # a dry run: report what training would do first

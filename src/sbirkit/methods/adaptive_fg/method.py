@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ...engine.init_spec import starts_from_run
 from ...errors import ConfigError, DataError
 from ...losses.regularizers import CosineClassifier, domain_discriminator
 from ..base import Method
@@ -131,7 +132,7 @@ class AdaptiveFG(MetaStep, AdaptAtTestTime, Method):
         self._build_class_modules(len(dataset.classes), classes, vectors)
         # F starts from another run's weights (train.init_from, or method.init_from read as it): the
         # runner copies them after setup (engine/init_from.py) and tells check_init_source / initialised_from
-        self.starts_from_run = bool(self.options.init_from or ctx.train.init_from)
+        self.starts_from_run = starts_from_run(ctx.config)
 
     def check_init_source(self, source_config: Mapping[str, Any] | None, where: str) -> None:
         """F comes from a run of the same backbone (a run of another backbone is refused, even where
