@@ -342,7 +342,7 @@ def test_margin_net_starts_at_its_initial_margin():
     assert mu.item() == pytest.approx(0.3, abs=0.05) and mu.requires_grad
 
 
-def test_init_from_a_trained_triplet_sn_run(tmp_path):
+def test_init_from_a_trained_triplet_sn_run(tmp_path, capsys):
     from sbirkit.engine.config import apply_overrides, load_preset
 
     source = tmp_path / "triplet_sn"
@@ -352,7 +352,11 @@ def test_init_from_a_trained_triplet_sn_run(tmp_path):
         "train.progress=false", "train.warmup_steps=0", "method.classes_per_batch=4"])
     Trainer(config, source).fit()
     theirs = torch.load(source / "best.pt", weights_only=True)["model"]
+    capsys.readouterr()
     trainer = _built(f"method.init_from={source}", run_dir=tmp_path / "init")
+    notice = [line for line in capsys.readouterr().err.splitlines() if "method.init_from" in line]
+    assert notice == [f"notice: method.init_from is deprecated; read as train.init_from={source} with "
+                      "train.init_modules=encoder (docs/adaptive_fg.md)"]
     mine = trainer.method.state_dict()
     backbone = [k for k in theirs if k.startswith("encoder.encoder.backbone.")]
     assert backbone and all(torch.equal(mine[k], theirs[k]) for k in backbone)
