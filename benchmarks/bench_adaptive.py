@@ -1,7 +1,7 @@
 """Adaptive fine-grained SBIR benchmarks (Bhunia et al., ECCV 2022): ours against every baseline.
 
 Every model trains through the engine (``sbirkit.engine.train``) from an ``adaptive_fg`` preset and
-the overrides of :data:`sbirkit.methods.adaptive_fg.BASELINES`. Meta-learned models (ours, MAML,
+the overrides of ``BASELINES`` (benchmarks/adaptive_baselines.py). Meta-learned models (ours, MAML,
 ANIL) and "baseline + regularisers" start from the trained no-adaptation baseline of the same seed
 (``method.init_from``; the paper's meta-training builds on its supervised baseline), so they get
 the baseline's steps and then their own; the others train from scratch. Every number comes from the
@@ -51,12 +51,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from adaptive_baselines import BASELINES, SUPERVISED
 
 from sbirkit.engine import apply_overrides, evaluate_run, load_preset, load_run, train
 from sbirkit.engine.adapt_run import protocol_for_run
 from sbirkit.engine.adaptation import draw_tasks, support_batch
 from sbirkit.engine.config import changed_keys, read_config
-from sbirkit.methods.adaptive_fg import BASELINES, SUPERVISED
 
 METRICS = ("acc@1", "acc@5", "acc@10")
 DRAWS = 5
@@ -169,7 +169,9 @@ def trained(out: Path, preset: str, overrides: list[str], seed: int, extra: list
         overrides = [*overrides, f"method.init_from={base}"]
     folder = run_dir(out, preset, overrides, seed)
     done = folder / "done.json"
-    config = apply_overrides(load_preset(preset), [*overrides, *extra, f"seed={seed}", "train.progress=false"])
+    # train.init_from=null: the presets name their own baseline; here the baseline is the row above
+    config = apply_overrides(load_preset(preset), ["train.init_from=null", *overrides, *extra, f"seed={seed}",
+                                                   "train.progress=false"])
     if done.is_file():
         # reuse a finished run only if it was trained with this very config (a preset or method default
         # may have changed since); else keep it aside and train again

@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 from adaptive_helpers import tiny_config
+from bench_scripts import load_benchmark
 from torch import nn
 
 from sbirkit.engine import StepContext, Trainer, load_run
 from sbirkit.engine.sources import step_loader
 from sbirkit.errors import ConfigError, UsageError
 from sbirkit.methods.adaptive_fg import (
-    BASELINES,
     AdaptedEncoder,
     FunctionalLearner,
     MarginNet,
@@ -34,6 +34,7 @@ from sbirkit.methods.adaptive_fg import (
 )
 
 HERE = Path(__file__).resolve().parent
+BASELINES = load_benchmark("adaptive_baselines").BASELINES  # the benchmark's rows (benchmarks/)
 
 
 def _built(*overrides: str, run_dir: Path) -> Trainer:
@@ -341,7 +342,7 @@ def test_margin_net_starts_at_its_initial_margin():
     assert mu.item() == pytest.approx(0.3, abs=0.05) and mu.requires_grad
 
 
-def test_init_from_a_trained_triplet_sn_run(tmp_path):
+def test_init_from_a_trained_triplet_sn_run(tmp_path, capsys):
     from sbirkit.engine.config import apply_overrides, load_preset
 
     source = tmp_path / "triplet_sn"
@@ -351,15 +352,29 @@ def test_init_from_a_trained_triplet_sn_run(tmp_path):
         "train.progress=false", "train.warmup_steps=0", "method.classes_per_batch=4"])
     Trainer(config, source).fit()
     theirs = torch.load(source / "best.pt", weights_only=True)["model"]
+    capsys.readouterr()
     trainer = _built(f"method.init_from={source}", run_dir=tmp_path / "init")
+    notice = [line for line in capsys.readouterr().err.splitlines() if "method.init_from" in line]
+    assert notice == [f"notice: method.init_from is deprecated; read as train.init_from={source} with "
+                      "train.init_modules=encoder (docs/adaptive_fg.md)"]
     mine = trainer.method.state_dict()
     backbone = [k for k in theirs if k.startswith("encoder.encoder.backbone.")]
     assert backbone and all(torch.equal(mine[k], theirs[k]) for k in backbone)
     # the triplet_sn head maps the 64-d pooled features to 16-d, as this one maps the attention-pooled ones
     assert torch.equal(mine["encoder.encoder.head.proj.1.weight"], theirs["encoder.encoder.head.proj.1.weight"])
+    # method.init_from is read as train.init_from with init_modules encoder (engine/init_from.py): the
+    # record the method was given says what came from where
     record = trainer.method.init_record
-    assert record["loaded"] == len([k for k in theirs if k.startswith("encoder.encoder.")])
-    assert any(k.startswith("attention.") for k in record["skipped"])  # triplet_sn had no attention
+    assert record["key"] == "method.init_from" and record["modules"] == "encoder" and record["backbone"] == "tiny_cnn"
+    branch = record["branches"]["sketch"]
+    assert branch["from"] == "encoder.encoder." and branch["loaded"] == len([k for k in theirs if k.startswith("encoder.encoder.")])
+    # triplet_sn had no attention: the head (same shapes) came along, the attention did not
+    assert branch["parts"] == {"attention": "none", "backbone": "all", "head": "all"}
+    assert trainer.init_record == record and trainer.method.starts_from_run
+    # the same through train.init_from itself
+    again = _built(f"train.init_from={source}", "train.init_modules=encoder", run_dir=tmp_path / "train")
+    assert all(torch.equal(again.method.state_dict()[k], v) for k, v in mine.items())
+    assert again.init_record["key"] == "train.init_from"
     with pytest.raises(ConfigError, match="backbone 'tiny_cnn'"):
         _built(f"method.init_from={source}", "model.backbone=tiny_cnn_wide", run_dir=tmp_path / "wide")
     with pytest.raises(ConfigError, match="checkpoint not found"):

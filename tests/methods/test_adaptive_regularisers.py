@@ -90,7 +90,7 @@ def test_monitors_are_logged_at_every_validation_from_the_start(tmp_path):
 
 def test_the_probe_monitors_match_a_direct_computation(tmp_path):
     from sbirkit.engine.evaluator import Evaluator
-    from sbirkit.methods.adaptive_monitors import adaptive_monitors, probe_tasks
+    from sbirkit.methods.adaptive_fg.monitors import adaptive_monitors, probe_tasks
     from sbirkit.methods.collapse import effective_rank, mean_pairwise_distance
 
     trainer = _built("method.regularizers=[]", "method.monitor_tasks=2", run_dir=tmp_path / "p")

@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 OPEN_SECTIONS = ("data.options", "data.augment", "method", "eval.data")
+# keys whose value is a scalar or a mapping (train.init_from: a run folder or a preset spec): an
+# override replaces the value whole (train.init_from=runs/base over a preset's spec, or null)
+VALUE_MAPPINGS = ("train.init_from",)
 
 
 def _encoder_options() -> set[str]:
@@ -300,6 +303,9 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str] | Mappin
             known = set(node) | (EXTENSIBLE[section]() if section in EXTENSIBLE else set())
             if last not in known:
                 raise ConfigError(f"override {key}: unknown key {key!r}; expected one of: {', '.join(sorted(known))}")
+        if key in VALUE_MAPPINGS:
+            node[last] = value
+            continue
         if isinstance(node.get(last), dict) and not isinstance(value, Mapping):
             raise ConfigError(f"override {key}: {key!r} is a section; set one of its keys ({', '.join(sorted(node[last]))})")
         node[last] = _coerce(key, value, node.get(last))

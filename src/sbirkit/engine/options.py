@@ -74,6 +74,17 @@ def mapping(v: Any) -> str | None:
     return None if isinstance(v, Mapping) else "a mapping"
 
 
+def run_or_preset(v: Any) -> str | None:
+    """A run folder, or a preset spec ``{preset: NAME, overrides: [key=value, ...], run: FOLDER}``."""
+    if isinstance(v, str) and v.strip():
+        return None
+    if isinstance(v, Mapping) and isinstance(v.get("preset"), str) and v["preset"].strip() \
+            and set(v) <= {"preset", "overrides", "run"} \
+            and isinstance(v.get("overrides") or [], (list, tuple)) and isinstance(v.get("run") or "", str):
+        return None
+    return "a run folder or {preset: NAME, overrides: [key=value, ...], run: FOLDER (optional)}"
+
+
 def optional(check: Check) -> Check:
     def inner(v):
         if v is None:
@@ -197,8 +208,8 @@ class TrainOptions:
     cached_features: bool = opt(False, boolean, "train the heads on frozen backbone features cached on disk")
     feature_cache: str | None = opt(None, optional(text), "folder of the feature cache; null = <run_dir>/features")
     head_init: str = opt("default", choice("default", "pca"), "pca: start linear heads at a PCA of the features")
-    init_from: str | None = opt(None, optional(text), "a run folder whose weights start this run's encoder "
-                                                        "(engine/init_from.py)")
+    init_from: str | dict | None = opt(None, optional(run_or_preset), "a run folder whose weights start this run's "
+                                       "encoder, or a preset spec trained once beside the run (engine/init_from.py)")
     init_which: str = opt("best", choice("best", "last"), "the checkpoint of init_from")
     init_modules: str = opt("backbone", choice("backbone", "encoder"), "what init_from copies: the backbones, or "
                                                                        "whole branches (attention, heads)")

@@ -151,11 +151,10 @@ class Trainer:
                                 int(cfg["seed"]), self.resuming, dry_run, run_loader=inference.load_run)
         self.method.setup(self.ctx)
         self.init_record = None
-        if t.init_from and not self.resuming:  # a resumed run has every weight in last.pt
-            from .init_from import init_encoder_from_run
+        if not self.resuming:  # a resumed run has every weight in last.pt
+            from .init_from import init_from_source
 
-            self.init_record = init_encoder_from_run(self.method.encoder, t.init_from, t.init_which, t.init_modules,
-                                                     t.init_branches)
+            self.init_record = init_from_source(self.method, cfg, t, self.run_dir, dry_run)
         self.method.to(self.device)
         if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
             distributed.synchronise_batchnorm(self.method, self.device.type)

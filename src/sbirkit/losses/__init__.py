@@ -2,9 +2,9 @@
 
 from .base import MetricLoss, match_masks
 from .contrastive import ContrastiveLoss
-from .distances import DISTANCES, CosineDistance, Distance, EuclideanDistance, create_distance
+from .distances import DISTANCES, CosineDistance, Distance, EuclideanDistance, create_distance, squared_distances
 from .miners import MINERS, MINING, Miner, MiningSchedule, create_miner
-from .triplet import CrossModalTripletLoss, bidirectional_triplet_loss
+from .triplet import CrossModalTripletLoss, bidirectional_triplet_loss, fine_grained_triplet_loss, smooth_hinge
 
 __all__ = [
     "DISTANCES",
@@ -21,5 +21,8 @@ __all__ = [
     "EuclideanDistance",
     "MetricLoss",
     "create_distance",
+    "fine_grained_triplet_loss",
     "match_masks",
+    "smooth_hinge",
+    "squared_distances",
 ]

@@ -10,17 +10,25 @@ miner's choice (:mod:`sbirkit.losses.miners`: ``random``, ``hard``, ``batch_hard
 
 :func:`bidirectional_triplet_loss` adds the photo-anchored loss to the sketch-anchored one (the
 L_3lt term of ZSCMR, Chaudhuri et al., CVPRW 2020).
+
+:func:`fine_grained_triplet_loss` is the instance-level form adaptive fine-grained SBIR (Bhunia et
+al., ECCV 2022; :mod:`sbirkit.methods.adaptive_fg`) meta-learns through: every other photo is a
+negative (no miner), the margin may be a tensor with a gradient (the meta-learned margin), and the
+hinge may be the smooth :func:`smooth_hinge`, so that margin gets a meta-gradient everywhere.
+:class:`CrossModalTripletLoss` with the ``all`` miner averages the same triplets but takes a float
+margin and the exact-difference distance, so it is kept apart (the numbers of adaptive runs).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .base import MetricLoss, zero_loss
-from .distances import Distance
+from .distances import Distance, squared_distances
 from .miners import MINING, GivenNegatives, Miner, create_miner
 
-__all__ = ["MINING", "CrossModalTripletLoss", "bidirectional_triplet_loss"]
+__all__ = ["MINING", "CrossModalTripletLoss", "bidirectional_triplet_loss", "fine_grained_triplet_loss", "smooth_hinge"]
 
 
 class CrossModalTripletLoss(MetricLoss):
@@ -80,3 +88,24 @@ def bidirectional_triplet_loss(sketch: torch.Tensor, photo: torch.Tensor, labels
              "photo_anchor": losses[1](photo, sketch, labels, generator=generator, distances=d.T)["triplet"]}
     terms["triplet"] = terms["sketch_anchor"] + terms["photo_anchor"]
     return terms
+
+
+def smooth_hinge(x: torch.Tensor, tau: float) -> torch.Tensor:
+    """``softplus(tau * x) / tau``: the hinge ``max(0, x)`` as ``tau -> inf``, with a gradient
+    everywhere (so a margin inside ``x`` gets a meta-gradient)."""
+    return F.softplus(tau * x) / tau
+
+
+def fine_grained_triplet_loss(anchors: torch.Tensor, photos: torch.Tensor, photo_ids: torch.Tensor,
+                              margin: float | torch.Tensor, tau: float | None = None) -> torch.Tensor:
+    """Fine-grained triplet loss: anchor i's positive is ``photos[i]``; every photo with another
+    id (``photo_ids``) is one of its negatives. Mean over (anchor, negative) triplets of the hinge
+    ``max(0, margin + beta+ - beta-)`` (``tau=None``) or its smooth form (:func:`smooth_hinge`), beta
+    the squared Euclidean distance (:func:`~sbirkit.losses.distances.squared_distances`)."""
+    n = len(anchors)
+    d = squared_distances(anchors, photos)
+    pos = d[torch.arange(n, device=d.device), torch.arange(n, device=d.device)]
+    valid = (photo_ids[None, :] != photo_ids[:n, None]).to(d.dtype)
+    x = margin + pos[:, None] - d
+    terms = F.relu(x) if tau is None else smooth_hinge(x, tau)
+    return (terms * valid).sum() / valid.sum().clamp(min=1.0)

@@ -133,6 +133,16 @@ class Method(nn.Module):
 
         return init_heads(kind, self.encoder, training_features)
 
+    def check_init_source(self, source_config: Mapping[str, Any] | None, where: str) -> None:
+        """Called by the runner before ``train.init_from`` copies another run's weights into the
+        encoder, with that run's saved config (None without one); raise a ConfigError starting with
+        ``where`` (the key and the run folder) to refuse it. The default accepts any run."""
+
+    def initialised_from(self, record: Mapping[str, Any]) -> None:
+        """Called by the runner after ``train.init_from`` started the encoder (a new run only, before
+        :meth:`init_heads`): ``record`` says what was loaded (:mod:`sbirkit.engine.init_from`). The
+        default ignores it."""
+
     def configure_optimizers(self, train: TrainOptions) -> dict[str, OptimizerSpec]:
         """Named optimiser specs; the default is one optimiser over every trainable parameter, the
         backbones in a group of their own at ``train.backbone_lr`` when it is set."""

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .collapse import effective_rank, gradient_norms, mean_feature_cosine, mean_pairwise_distance
+from ..collapse import effective_rank, gradient_norms, mean_feature_cosine, mean_pairwise_distance
 
 # ``method`` below is an ``AdaptiveFG``: it is passed in, never imported, so this module stays a leaf
 # that adaptive_fg imports (tests/test_import_direction.py forbids the circle).
@@ -36,7 +36,7 @@ PROBE_SEED = 0x9B0BE
 
 def probe_tasks(method: AdaptiveFG, evaluator: Any) -> list[dict[str, Any]]:
     """``monitor_tasks`` meta-training tasks as training-step task dicts (images or cached features)."""
-    from ..engine.adaptation import draw_tasks, support_batch
+    from ...engine.adaptation import draw_tasks, support_batch
 
     o = method.options
     n = int(o.monitor_tasks)
