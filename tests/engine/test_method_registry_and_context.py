@@ -78,3 +78,44 @@ def test_validation_metric_names_is_a_method_hook_checked_before_training(tmp_pa
     with pytest.raises(ConfigError, match=rf"eval.select: 'other/score' is not among the validation metrics of "
                                           rf"method '{name}' \(mine/score\)"):
         Trainer(cfg, tmp_path / "r").check()
+
+
+class Frozen(Triplet):
+    """Nothing to train: every parameter frozen, no optimiser."""
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.requires_grad_(False)
+
+    def configure_optimizers(self, train):
+        return {}
+
+
+class NoOptimiserButTrainable(Triplet):
+    def configure_optimizers(self, train):
+        return {}
+
+
+def test_a_method_with_no_optimiser_is_validated_checkpointed_and_evaluated(tmp_path):
+    import torch
+
+    from sbirkit.engine import evaluate_run
+
+    run = tmp_path / "frozen"
+    config = tiny_config("train.steps=4", "train.eval_every=2", f"method.name={__name__}:Frozen")
+    start = Trainer(config, tmp_path / "start")
+    start.check()  # the same seed builds the same starting weights
+    initial = {n: p.detach().clone() for n, p in start.method.named_parameters()}
+    trainer = Trainer(config, run)
+    trainer.fit()
+    assert trainer.optimizers == {} and trainer.step == 4
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["optimizer"] == {} and last["scheduler"] == {} and last["step"] == 4
+    assert initial and all(torch.equal(last["model"][n], p) for n, p in initial.items())  # no parameter moved
+    rows = [r for r in (run / "metrics.jsonl").read_text().splitlines() if '"split"' in r]
+    assert len(rows) == 2 and (run / "best.pt").is_file()  # validated at steps 2 and 4
+    record = evaluate_run(run, split="test", save=False)
+    assert 0.0 < record["results"]["sketch2photo"]["metrics"]["map"] <= 1.0
+    # a method that returns no optimiser but has trainable parameters is refused in one line
+    with pytest.raises(ConfigError, match="configure_optimizers returned no optimiser, but the method has trainable"):
+        Trainer(tiny_config(f"method.name={__name__}:NoOptimiserButTrainable"), tmp_path / "bad").check()
