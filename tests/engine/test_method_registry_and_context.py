@@ -61,6 +61,32 @@ def test_a_method_loads_another_run_through_its_context(tmp_path):
     # a context nobody gave a loader says so in one line
     with pytest.raises(ConfigError, match="cannot load other runs"):
         SetupContext.for_dataset(None).load_run(first)
+    with pytest.raises(ConfigError, match="cannot find or train preset runs"):
+        SetupContext.for_dataset(None).preset_run({"preset": "triplet-synthetic"}, "method.x")
+
+
+def test_a_preset_run_comes_through_the_context_and_a_dry_run_trains_none(tmp_path):
+    from sbirkit.engine.context import PresetRunNotTrained
+    from sbirkit.engine.preset_runs import preset_runner
+    from sbirkit.engine.trainer import train
+
+    spec = {"preset": "triplet-synthetic", "overrides": ["train.steps=2", "train.eval_every=2", "train.progress=false",
+                                                         "train.batch_size=8", "method.classes_per_batch=4",
+                                                         "data.options={num_classes: 4, photos_per_class: 4, "
+                                                         "image_size: 16}"]}
+    config = tiny_config()
+    dry = SetupContext.for_run(config, tmp_path / "me", preset_runner=preset_runner(train), dry_run=True)
+    with pytest.raises(PresetRunNotTrained, match="would be trained into"):
+        dry.preset_run(spec, "method.x")
+    assert not any(tmp_path.iterdir())
+    ctx = SetupContext.for_run(config, tmp_path / "me", preset_runner=preset_runner(train))
+    folder = ctx.preset_run(spec, "method.x")  # trained beside the asking run, then reused
+    assert folder.parent == tmp_path and folder.name.startswith("triplet-synthetic-") and (folder / "best.pt").is_file()
+    stamp = (folder / "best.pt").stat().st_mtime_ns
+    assert ctx.preset_run(spec, "method.x") == folder and (folder / "best.pt").stat().st_mtime_ns == stamp
+    loading = SetupContext.for_run(config, tmp_path / "other" / "me", preset_runner=preset_runner(None))
+    with pytest.raises(PresetRunNotTrained):  # the context load_run gives trains nothing
+        loading.preset_run(spec, "method.x")
 
 
 class NamedMetrics(Triplet):
