@@ -87,9 +87,7 @@ def test_students_are_in_eval_mode_and_unchanged_during_estimator_steps(base):
     handle = branch.register_forward_pre_hook(lambda mod, inp: seen.append(mod.training))
     before = {k: v.clone() for k, v in m.students.state_dict().items()}
     heads_before = {k: v.clone() for k, v in m.heads.state_dict().items()}
-    ctx = StepContext(0, trainer.device, trainer.optimizers, 0)
-    object.__setattr__(m, "_ctx", ctx)
-    m._synthesise(123, 8, trainer.device)
+    m.synthesise(123, 8, trainer.device, ctx=StepContext(0, trainer.device, trainer.optimizers, 0))
     handle.remove()
     assert seen and not any(seen)  # the adversarial term ran the students, in eval mode
     after = m.students.state_dict()
@@ -110,8 +108,7 @@ def test_a_meta_round_moves_the_initialisation_towards_the_adapted_estimators(ba
     trainer = _built(base, "meta", "method.estimator_lr=0.001")
     m = trainer.method
     before = [p.detach().clone() for p in m.estimators.parameters()]
-    object.__setattr__(m, "_ctx", StepContext(0, trainer.device, trainer.optimizers, 0))
-    m._synthesise(7, 8, trainer.device)
+    m.synthesise(7, 8, trainer.device, ctx=StepContext(0, trainer.device, trainer.optimizers, 0))
     adapted = list(m.last_adapted.parameters())
     moved = 0
     for p0, p1, q in zip(before, m.estimators.parameters(), adapted):
@@ -210,10 +207,54 @@ def test_every_baseline_trains_and_evaluates(base, variant):
         method, _ = load_run(base / f"baseline-{variant}")
         x = torch.rand(2, 3, 16, 16)
         assert torch.allclose(method.encoder.encode_sketch(x), trainer.method.encoder.encode_sketch(x), atol=1e-6)
+    if variant in ("classifier_only", "averaging"):  # nothing learns: no optimiser, no dummy parameter
+        assert trainer.optimizers == {} and not any(p.requires_grad for p in trainer.method.parameters())
+        saved = torch.load(base / f"baseline-{variant}" / "last.pt", weights_only=True)
+        assert "anchor" not in saved["model"] and saved["optimizer"] == {} and saved["step"] == 1
     if variant == "unimodal":
         assert trainer.method.encoder.embed_dim == 4
         logged = json.dumps(read_metrics(base / f"baseline-{variant}" / "metrics.jsonl"))
         assert "est/align" not in logged and "est/guidance" not in logged and "loss_nce" not in logged
+
+
+def test_a_training_free_run_saved_with_the_old_dummy_parameter_still_loads(base):
+    """Runs saved before the engine accepted a method without optimiser hold ``anchor`` (a
+    parameter stepped at lr 0) and its optimiser "main": they load for eval, index and serve
+    (``load_run``, the fingerprint) and resume without training, embedding exactly as before."""
+    import shutil
+
+    from sbirkit.engine import model_fingerprint
+
+    new = base / "free-new"
+    Trainer(tiny_config("method.variant=classifier_only", "train.steps=1", "train.eval_every=0"), new).fit()
+    old = base / "free-old"  # beside the teacher runs, which a resume loads
+    shutil.copytree(new, old)
+    (old / "config.yaml").write_text((new / "config.yaml").read_text().replace(str(new), str(old)))
+    anchor = torch.nn.Parameter(torch.zeros(()))
+    opt = torch.optim.AdamW([anchor], lr=0.0)
+    anchor.grad = torch.zeros(())
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(old / name, weights_only=True)
+        ckpt["model"] = {"anchor": anchor.detach().clone(), **ckpt["model"]}
+        if name == "last.pt":
+            ckpt.update(optimizer={"main": opt.state_dict()}, scheduler={"main": sched.state_dict()},
+                        scaler={"main": torch.amp.GradScaler("cpu", enabled=False).state_dict()})
+        torch.save(ckpt, old / name)
+    method_old, _ = load_run(old)
+    method_new, _ = load_run(new)
+    assert not hasattr(method_old, "anchor")
+    x = torch.rand(3, 3, 16, 16)
+    assert torch.equal(method_old.encoder.encode_sketch(x), method_new.encoder.encode_sketch(x))
+    assert torch.equal(method_old.encoder.encode_photo(x), method_new.encoder.encode_photo(x))
+    record = evaluate_run(old, split="test", directions=["sketch2photo"], save=False)
+    reference = evaluate_run(new, split="test", directions=["sketch2photo"], save=False)
+    assert record["results"] == reference["results"]
+    assert len(model_fingerprint(old)) == 16  # what an index records (the saved tensors differ: anchor)
+    resumed = Trainer(tiny_config("method.variant=classifier_only", "train.steps=1", "train.eval_every=0"), old)
+    resumed.fit()  # a finished run: resumes at step 1, ignores the dummy's optimiser state, trains nothing
+    assert resumed.step == 1 and resumed.optimizers == {}
 
 
 def test_the_training_data_is_never_read(base, monkeypatch):
@@ -258,16 +299,18 @@ def test_a_checkpoint_that_does_not_load_is_one_line(base, tmp_path):
 
 
 def test_a_user_checkpoint_teacher_loads_and_its_class_count_is_checked(base, tmp_path):
-    from sbirkit.methods.teachers import load_teacher, teacher_state_from_run
+    from sbirkit.engine.context import SetupContext
+    from sbirkit.methods.crossx_dfl.teachers import load_teacher, teacher_state_from_classifier
 
     run = next(p for p in base.iterdir() if p.name.startswith("classifier-synthetic-photo"))
-    state, backbone, names = teacher_state_from_run(run)
+    state, backbone, names = teacher_state_from_classifier(load_run(run)[0], str(run))
     path = tmp_path / "mine.pt"
     torch.save({k: v for k, v in state.items() if k not in ("class_names_utf8", "modality_code")}, path)
     good = tmp_path / "classes.txt"
     good.write_text("\n".join(names) + "\n")
     mine = load_teacher({"checkpoint": str(path), "backbone": backbone, "classes": str(good)}, "photo", "t")
-    reference = load_teacher({"run": str(run)}, "photo", "t")
+    ctx = SetupContext.for_dataset(None, run_loader=load_run)  # a run: teacher is loaded through a context
+    reference = load_teacher({"run": str(run)}, "photo", "t", ctx)
     x = torch.rand(4, 3, 16, 16)
     assert torch.allclose(mine(x)[0], reference(x)[0], atol=1e-5)  # the same classifier, as a plain state dict
     short = tmp_path / "short.txt"

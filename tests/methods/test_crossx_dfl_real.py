@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sbirkit.data.classnames import normalize_class_name
-from sbirkit.methods.teachers import build_label_space, imagenet_class_names, load_class_map, load_teacher
+from sbirkit.methods.crossx_dfl.label_space import build_label_space, load_class_map
+from sbirkit.methods.crossx_dfl.teachers import imagenet_class_names, load_teacher
 
 
 def _weights_package():

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from sbirkit.cli import app as cli_app
 from sbirkit.data.classnames import normalize_class_name
-from sbirkit.methods.teachers import CLASS_MAPS_DIR, TeacherNet, imagenet_class_names, load_class_map
+from sbirkit.methods.crossx_dfl.label_space import CLASS_MAPS_DIR, load_class_map
+from sbirkit.methods.crossx_dfl.teachers import TeacherNet, imagenet_class_names
 
 
 def _quickdraw_names() -> list[str]:

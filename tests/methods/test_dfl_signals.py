@@ -16,8 +16,8 @@ import torch
 from sbirkit.engine import Trainer, load_run
 from sbirkit.engine.runlog import read_metrics
 from sbirkit.errors import SbirkitError
-from sbirkit.methods import dfl_diagnostics as D
-from sbirkit.methods.dfl_estimators import StrokeEstimator
+from sbirkit.methods.crossx_dfl import diagnostics as D
+from sbirkit.methods.crossx_dfl.estimators import StrokeEstimator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dfl_helpers import tiny_config, warm_root  # noqa: E402

@@ -34,8 +34,8 @@ def dfl_samples(
     written beside it as JSON."""
     import json
 
-    from ..methods.crossx_dfl import write_samples_grid
-    from ..methods.dfl_diagnostics import format_diagnostics
+    from ..methods.crossx_dfl.diagnostics import format_diagnostics
+    from .dfl_samples import write_samples_grid
 
     _one_of("--which", which, ("best", "last"))
     reference = {k: str(v) for k, v in (("photos", reference_photos), ("sketches", reference_sketches)) if v} or None

@@ -31,6 +31,11 @@ from .options import DataOptions, EvalOptions, TrainOptions
 from .sources import EpisodeSource, GeneratedSource, PairSource, SampleSource
 
 
+class PresetRunNotTrained(ConfigError):
+    """A preset run (a teacher, a discriminator) that would have to be trained first, where this
+    context trains nothing (a dry run, loading a finished run)."""
+
+
 @dataclass
 class SetupContext:
     """The run as a method sees it before the first step (see the module docstring)."""
@@ -48,6 +53,9 @@ class SetupContext:
     # ``(run_dir, which, device) -> (method, config)``: how the runner loads another run (the trainer
     # passes ``load_run``), so a method that needs one asks :meth:`load_run` instead of importing it
     run_loader: Any | None = None
+    # ``(spec, where, base_dir, progress, train_missing) -> run folder``: how the runner finds (or
+    # first trains) a preset run this one needs (:mod:`sbirkit.engine.preset_runs`); see :meth:`preset_run`
+    preset_runner: Any | None = None
 
     @classmethod
     def for_dataset(cls, dataset: Any, train_split: str | None = "train", **overrides: Any) -> SetupContext:
@@ -58,6 +66,20 @@ class SetupContext:
                   "train": defaults(TrainOptions), "eval": defaults(EvalOptions)}
         return cls(config, DataOptions(**config["data"]), TrainOptions(**config["train"]),
                    EvalOptions(**config["eval"]), dataset, **overrides)
+
+    @classmethod
+    def for_run(cls, config: Mapping[str, Any], run_dir: str | Path | None, **overrides: Any) -> SetupContext:
+        """A context for a saved run's resolved ``config`` without its data (loading a run, or
+        using it outside the trainer)."""
+        from .options import defaults, options
+
+        try:
+            data, train, ev = options(config)
+        except (TypeError, KeyError, ValueError):  # a config saved by an older version: the engine defaults
+            data, train, ev = DataOptions(**defaults(DataOptions)), TrainOptions(**defaults(TrainOptions)), \
+                EvalOptions(**defaults(EvalOptions))
+        return cls(config, data, train, ev, None, run_dir=Path(run_dir) if run_dir is not None else None,
+                   **overrides)
 
     @property
     def augment(self):
@@ -77,6 +99,17 @@ class SetupContext:
             raise ConfigError(f"{run_dir}: this context cannot load other runs (no run_loader; the trainer "
                               "sets one)")
         return self.run_loader(run_dir, which, self.device)
+
+    def preset_run(self, spec: Mapping[str, Any], where: str, train_missing: bool = True) -> Path:
+        """The finished run folder of a preset this run needs (``{preset: NAME, overrides: [...],
+        run: DIR}``): reused, or trained first by the runner (beside this run; nothing is trained
+        in a dry run or without ``train_missing``: :class:`PresetRunNotTrained`)."""
+        if self.preset_runner is None:
+            raise ConfigError(f"{where}: this context cannot find or train preset runs (no preset_runner; the "
+                              "trainer sets one)")
+        base = Path(self.run_dir).parent if self.run_dir is not None else None
+        return self.preset_runner(spec, where, base, bool(self.train.progress),
+                                  bool(train_missing) and not self.dry_run)
 
     def require_dataset(self, what: str) -> Any:
         if self.dataset is None:

@@ -19,8 +19,10 @@ import torch
 from ..errors import UsageError
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import read_config
+from .context import SetupContext
 from .datasets import build_dataset  # noqa: F401  (re-exported: the runner's and the tools' entry point)
 from .embedding import embed_samples  # noqa: F401  (re-exported, as build_dataset)
+from .preset_runs import preset_runner
 
 WHICH = ("best", "last")
 
@@ -53,6 +55,10 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         if key in model_cfg or key == "weights":
             model_cfg[key] = None
     method = method_class(config["method"]["name"]).from_config({**config, "model": model_cfg})
+    # a method whose modules come from other runs (data-free teachers) builds them now, through a
+    # context that loads runs but trains none
+    method.prepare_load(SetupContext.for_run(config, config.get("run_dir"), run_loader=load_run,
+                                             preset_runner=preset_runner(None)))
     try:
         method.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -12,7 +12,7 @@ skipped is recorded in ``meta.json``; a resumed run loads everything from ``last
 ``train.init_from`` may also be a preset spec, ``{preset: NAME, overrides: [key=value, ...]}``
 (optionally ``run: FOLDER``): that preset run is trained once, into ``<parent of run_dir>/<NAME>-<8
 hex digits of its overrides>`` beside the run, and reused by every later run that names the same
-spec (the rule of the data-free teachers, :func:`sbirkit.methods.teachers.ensure_preset_run`; a
+spec (the rule of the data-free teachers, :func:`sbirkit.engine.preset_runs.ensure_preset_run`; a
 folder holding a run of another config is an error, never trained over). The spec's run gets this
 run's ``seed`` and ``data.root`` (added to its overrides where they differ from the preset's, so
 each seed has its own), and ``train.init_from: null`` unless its overrides say otherwise (a preset
@@ -33,13 +33,14 @@ below, after: ``adaptive_fg`` keeps a loaded head rather than its PCA start). ``
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError
+from .context import PresetRunNotTrained
 from .checkpoint import load_checkpoint
 from .config import read_config
 from .init_spec import is_spec_run, preset_spec
@@ -144,28 +145,28 @@ def init_source(config: Mapping[str, Any], train) -> tuple[Any, str, str, str] |
     return None
 
 
-def init_from_source(method, config: Mapping[str, Any], train, run_dir: str | Path, dry_run: bool = False
+def init_from_source(method, config: Mapping[str, Any], train, preset_run: Callable[[Mapping[str, Any], str], Path]
                      ) -> dict[str, Any] | None:
     """Start ``method``'s encoder as ``train.init_from`` (or ``method.init_from``) says: the
     checkpoint of a run folder, or of a preset spec's run (trained first if it is not there; a dry
     run trains nothing and says so). The method checks the source and learns the record through
-    its hooks; returns the record (``meta.json``'s ``init_from``), or None."""
+    its hooks; returns the record (``meta.json``'s ``init_from``), or None. ``preset_run`` is the
+    run's :meth:`SetupContext.preset_run <sbirkit.engine.context.SetupContext.preset_run>` (it
+    trains the spec's run beside this one, and nothing in a dry run)."""
     found = init_source(config, train)
     if found is None:
         return None
     source, which, modules, where = found
     spec = None
     if isinstance(source, Mapping):
-        from ..methods.teachers import TeacherNotTrained, ensure_preset_run
-
         spec = preset_spec(source, config, where)
         if is_spec_run(spec, config):
             print(f"{where}: this run is the run of {spec['preset']} + {' '.join(spec['overrides'])} itself; it "
                   "trains from scratch", file=sys.stderr)
             return None
         try:
-            source = ensure_preset_run(spec, where, Path(run_dir).parent, bool(train.progress), not dry_run)
-        except TeacherNotTrained as exc:  # a dry run: report what training would do first
+            source = preset_run(spec, where)
+        except PresetRunNotTrained as exc:  # a dry run: report what training would do first
             print(f"# {exc}", file=sys.stderr)
             return None
     record = init_encoder_from_run(method.encoder, source, which, modules, train.init_branches, where,

@@ -36,6 +36,7 @@ from .context import SetupContext, StepContext
 from .evaluator import Evaluator
 from .optim import NamedOptimizer, build_optimizer, check_optimizer_name
 from .options import DataOptions, defaults, options, resolve_backbone_bn
+from .preset_runs import preset_runner
 from .protocols import StandardProtocol, create_protocol
 from .run_lock import run_lock
 from .runlog import MetricsLog, now_iso, run_metadata
@@ -148,13 +149,14 @@ class Trainer:
                 raise
             raise ConfigError(f"method {cfg['method']['name']!r}: {' '.join(str(exc).split())}") from None
         self.ctx = SetupContext(cfg, self.data_opts, t, self.eval_opts, dataset, self.device, self.run_dir,
-                                int(cfg["seed"]), self.resuming, dry_run, run_loader=inference.load_run)
+                                int(cfg["seed"]), self.resuming, dry_run, run_loader=inference.load_run,
+                                preset_runner=preset_runner(train))
         self.method.setup(self.ctx)
         self.init_record = None
         if not self.resuming:  # a resumed run has every weight in last.pt
             from .init_from import init_from_source
 
-            self.init_record = init_from_source(self.method, cfg, t, self.run_dir, dry_run)
+            self.init_record = init_from_source(self.method, cfg, t, self.ctx.preset_run)
         self.method.to(self.device)
         if self.dist.enabled:  # BatchNorm statistics of the global batch, as one process would have
             distributed.synchronise_batchnorm(self.method, self.device.type)
@@ -197,9 +199,10 @@ class Trainer:
             from .head_init import check_linear_heads
 
             check_linear_heads(self.method.encoder)
-        specs = self.method.configure_optimizers(t)
-        if not specs:
-            raise ConfigError(f"method {cfg['method']['name']!r}: configure_optimizers returned no optimiser")
+        specs = self.method.configure_optimizers(t)  # {}: nothing to train (validated, checkpointed, evaluated)
+        if not specs and any(p.requires_grad for p in self.method.parameters()):
+            raise ConfigError(f"method {cfg['method']['name']!r}: configure_optimizers returned no optimiser, but "
+                              "the method has trainable parameters")
         fp16 = self.amp_dtype == torch.float16
         self.optimizers: dict[str, NamedOptimizer] = {
             name: build_optimizer(name, spec, t, self.device, fp16) for name, spec in specs.items()}
@@ -352,7 +355,9 @@ class Trainer:
         path = self.run_dir / "last.pt"
         self.method.load_state_dict(ckpt["model"])
         states = {k: ckpt[k] for k in ("optimizer", "scheduler", "scaler")}
-        if "param_groups" in states["optimizer"]:  # written before optimisers had names: one, "main"
+        if not self.optimizers:  # nothing trains (a run saved by a version that stepped a dummy at lr 0)
+            states = {k: {} for k in states}
+        elif "param_groups" in states["optimizer"]:  # written before optimisers had names: one, "main"
             states = {k: {next(iter(self.optimizers)): v} for k, v in states.items()}
         if set(states["optimizer"]) != set(self.optimizers):
             raise CheckpointError(f"{path}: optimizers: expected {sorted(self.optimizers)}, the checkpoint has "
@@ -480,7 +485,7 @@ class Trainer:
         for name, opt in self.optimizers.items():  # in module order, as one optimiser always had
             mine = {id(p) for p in opt.parameters()}
             clip_params[name] = [p for p in trainable if id(p) in mine]
-        first = next(iter(self.optimizers.values()))
+        first = next(iter(self.optimizers.values()), None)  # None: a method with nothing to train
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.run_dir.name}", unit="step",
                    disable=not t.progress or not self.dist.is_main, dynamic_ncols=True)
         sums: dict[str, Any] = {}
@@ -491,12 +496,9 @@ class Trainer:
         for batch in loader:
             batch = to_device(batch, self.device, non_blocking=True, channels_last=t.channels_last)
             ctx = StepContext(self.step, self.device, self.optimizers, self.config["seed"], self.amp_dtype, self.dist)
-            if manual:
-                with ctx.autocast():
-                    out = self.method.training_step(batch, ctx)
-            else:
-                with ctx.autocast():
-                    out = self.method.training_step(batch, ctx)
+            with ctx.autocast():
+                out = self.method.training_step(batch, ctx)
+            if not manual and first is not None:
                 if "loss" not in out:
                     raise ConfigError(f"method {self.config['method']['name']!r}: training_step returned no 'loss' "
                                       f"(got {', '.join(out)}); set manual_optimization to step by itself")

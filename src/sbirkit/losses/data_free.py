@@ -3,7 +3,7 @@
 Names follow the poster's sections ("Semantic Consistency Loss", "Class Alignment", "Modality
 Guidance", "Metric-Agnostic Adversarial Estimation", "Cross-Modal Contrastive Learning"); the
 poster's text carries no equation numbers, so each docstring writes its equation out. Teachers'
-outputs are first mapped onto the shared target label space (:mod:`sbirkit.methods.teachers`):
+outputs are first mapped onto the shared target label space (:mod:`sbirkit.methods.crossx_dfl.label_space`):
 with ``p = softmax(logits)`` over the teacher's own classes and ``M`` the 0/1 matrix from the
 teacher classes a class map uses to target classes,
 

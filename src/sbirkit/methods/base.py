@@ -15,7 +15,12 @@ supervised pair-batch method (the shape of PyTorch Lightning's ``LightningModule
   own protocol (adapting on each validation task first);
 * :meth:`Method.validation_metrics`: the method's own model-selection numbers when there is no
   validation data (a data-free method), and :meth:`Method.validation_metric_names`, their names
-  (checked against ``eval.select`` before training).
+  (checked against ``eval.select`` before training);
+* :meth:`Method.prepare_load` (``load_run``, not the trainer): build what other runs provide
+  before a checkpoint is loaded.
+
+A method with nothing to train returns ``{}`` from ``configure_optimizers``; the trainer then
+steps no optimiser but still validates, checkpoints and evaluates.
 
 Evaluation embeds with ``method.encoder`` (``encode_sketch`` / ``encode_photo``, L2-normalised).
 """
@@ -104,6 +109,12 @@ class Method(nn.Module):
 
         options = cls.parse_options(config.get("method"))
         return cls(create_encoder(**dict(config.get("model") or {})), options)
+
+    def prepare_load(self, ctx: SetupContext) -> None:
+        """Called by ``load_run`` between :meth:`from_config` and loading the checkpoint's weights,
+        with a context that loads other runs (``ctx.load_run``, ``ctx.preset_run``) but trains
+        none and has no data: a method whose modules come from other runs (a training-free
+        data-free baseline's teachers) builds them here. Default: nothing."""
 
     # ---- hooks the trainer calls, in this order -------------------------------------------------
     def setup(self, ctx: SetupContext) -> None:

@@ -6,7 +6,7 @@ by their *soft distance*: a pixel's ink is ``sigmoid((width/2 - d) / softness)``
 from the pixel centre to the nearest segment, and strokes combine as ``1 - Π(1 - ink)``. Every
 output pixel is a smooth function of the control points and widths, so a loss on the image
 reaches the stroke parameters (the stroke-drawing sketch estimator of data-free SBIR,
-:mod:`sbirkit.methods.dfl_estimators`). With ``softness`` 0.3 px a rendered stroke matches the
+:mod:`sbirkit.methods.crossx_dfl.estimators`). With ``softness`` 0.3 px a rendered stroke matches the
 non-differentiable rasteriser :func:`sbirkit.data.strokes.rasterize` (supersampled PIL lines)
 within a pixel's antialiasing (``tests/models/test_bezier.py`` states the tolerance).
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 
 def pair_diagnostics(t_photo: torch.Tensor, t_sketch: torch.Tensor, shared: Sequence[int]) -> dict[str, float]:
@@ -101,7 +101,7 @@ def probe_accuracy(generated: torch.Tensor, real: torch.Tensor, seed: int = 0, l
 
 # ---- the real reference (diagnosis only) -------------------------------------------------------------
 def _image_files(folder: Path, what: str) -> list[Path]:
-    from ..data.loaders.folder import file_kind
+    from ...data.loaders.folder import file_kind
 
     if not folder.is_dir():
         raise DataError(f"{what}: {folder}: expected a folder of images (a real reference, for diagnosis only)")
@@ -117,8 +117,8 @@ def read_folder_images(folder: str | os.PathLike, size: int, sketch: bool, limit
     [0, 1] at ``size`` (sketches read as grey, lines thickened when shrunk), and each file's
     parent folder name (its class where the layout is ROOT/<class>/file). ``what`` names the
     setting in errors."""
-    from ..data.dataset import pil_to_tensor, resize_image
-    from ..data.loaders.folder import read_image
+    from ...data.dataset import pil_to_tensor, resize_image
+    from ...data.loaders.folder import read_image
 
     files = _image_files(Path(folder), what)
     if len(files) > limit:
@@ -147,8 +147,8 @@ def load_reference(spec: Mapping[str, Any], size: int, limit: int = 512, seed: i
     limit = int(spec.get("size") or limit)
     out: dict[str, Any] = {}
     if spec.get("data") is not None:
-        from ..data import SampleDataset
-        from ..engine.datasets import build_dataset
+        from ...data import SampleDataset
+        from ...engine.datasets import build_dataset
 
         section = dict(spec["data"])
         section.setdefault("options", {})
@@ -205,8 +205,8 @@ def format_diagnostics(values: Mapping[str, float]) -> str:
 def teacher_outputs(method, photos: torch.Tensor, sketches: torch.Tensor) -> dict[str, tuple]:
     """``{modality: (distribution over the targets (B, T), mass on the mapped classes (B,), features)}``
     from the run's loaded teachers (``method._frozen``) and label space."""
-    from ..losses import data_free as L
-    from .dfl_estimators import rgb
+    from ...losses import data_free as L
+    from .estimators import rgb
 
     out = {}
     for m, x in (("photo", photos), ("sketch", sketches)):
@@ -247,7 +247,7 @@ def synthesis_metrics(method, photos: torch.Tensor, sketches: torch.Tensor) -> d
 @torch.no_grad()
 def reference_map(method, reference: Mapping[str, Any]) -> float:
     """The students' sketch -> photo mAP@all on the reference images (labels: their classes)."""
-    from ..eval import evaluate_retrieval
+    from ...eval import evaluate_retrieval
 
     names = sorted(set(reference["photo_labels"]) | set(reference["sketch_labels"]))
     lookup = {n: i for i, n in enumerate(names)}

