@@ -149,3 +149,20 @@ def test_a_missing_component_run_is_named(components, tmp_path):
     with pytest.raises(ConfigError, match=r"method.runs\[1\]: .*nowhere: expected a finished run folder"):
         Trainer(_fusion_config([runs[0], tmp_path / "nowhere"]), tmp_path / "fused").fit()
     assert not (tmp_path / "fused" / "best.pt").exists()
+
+
+def test_a_fused_run_trains_nothing_and_one_saved_with_the_old_dummy_parameter_still_loads(components, tmp_path):
+    """Fusion has nothing to train: no optimiser, no trainable parameter. Runs saved before the
+    engine accepted that hold ``anchor`` (a parameter stepped at lr 0) and load as before."""
+    _, runs = components
+    trainer = Trainer(_fusion_config(runs, "method.weight=0.25"), tmp_path / "fused")
+    trainer.fit()
+    assert trainer.optimizers == {} and not any(p.requires_grad for p in trainer.method.parameters())
+    ckpt = torch.load(tmp_path / "fused" / "best.pt", weights_only=True)
+    assert "anchor" not in ckpt["model"]
+    ckpt["model"] = {"anchor": torch.zeros(()), **ckpt["model"]}
+    torch.save(ckpt, tmp_path / "fused" / "best.pt")
+    old, _ = load_run(tmp_path / "fused")
+    assert not hasattr(old, "anchor") and float(old.encoder.weight) == 0.25
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(old.encoder.encode_sketch(x), trainer.method.encoder.encode_sketch(x))

@@ -148,7 +148,6 @@ class Fusion(Method):
             raise ConfigError(f"method.weight: expected a number in [0, 1] (run B's weight) or null, got {o.weight!r}")
         if not isinstance(o.weights, (list, tuple)) or not o.weights or not all(_is_fraction(w) for w in o.weights):
             raise ConfigError(f"method.weights: expected a non-empty list of numbers in [0, 1], got {o.weights!r}")
-        self.anchor = nn.Parameter(torch.zeros(()))  # the engine builds one optimiser; nothing learns
         self.register_buffer("components_utf8", torch.zeros(0, dtype=torch.uint8))
         self.register_buffer("validation_utf8", torch.zeros(0, dtype=torch.uint8))
         self._sweep: dict[str, float] = {}
@@ -232,8 +231,10 @@ class Fusion(Method):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Rebuild the components from the configs saved in the checkpoint (``load_run`` builds the
-        method before its weights are known), then load every weight."""
+        method before its weights are known), then load every weight. A run saved by a version that
+        stepped a dummy parameter (``anchor``) loads without it."""
         state = dict(state_dict)
+        state.pop("anchor", None)
         saved = state.get("components_utf8")
         if saved is not None and len(self.encoder.parts) != 2:
             records = _decode_json(saved)
@@ -249,9 +250,7 @@ class Fusion(Method):
         return ctx.generated()
 
     def configure_optimizers(self, train):
-        from ..engine.optim import OptimizerSpec
-
-        return {"main": OptimizerSpec([self.anchor], lr=0.0)}
+        return {}  # nothing learns: the weight is chosen on validation, the components are frozen
 
     def train_mode(self, train) -> None:
         self.train()
@@ -263,8 +262,6 @@ class Fusion(Method):
         return None
 
     def training_step(self, batch, ctx=None):
-        if ctx is not None:
-            ctx.step("main")  # no gradient: nothing changes (keeps the schedule's order check quiet)
         logs = {"weight": self.encoder.weight.detach().clone()}
         logs.update({k: torch.tensor(v) for k, v in self._sweep.items()})
         return logs
