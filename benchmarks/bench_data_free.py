@@ -18,6 +18,8 @@ Parts (``--part``, repeatable; each appends to ``OUT/results.jsonl`` and skips w
   CrossX-DFL (conv and stroke sketch estimators), classifier only (logits, probabilities; and
   over the 185 classes of the shipped imagenet-quickdraw map), fused, Gaussian prior, with the
   synthesis diagnostics (pair agreement, balance, probes against the teachers' kind of images).
+* ``real_last``: evaluation only: ``last.pt`` of the ``real`` runs recorded with ``best`` only (the
+  best-vs-last comparison behind ``crossx_dfl-doodlenet_effnet``'s ``eval.select``).
 * ``paper``: the paper-like teachers (small BatchNorm CNNs trained on the nine retrieval classes:
   ``classifier-cifar9-photo``, ``classifier-quickdraw9-sketch``, trained once into OUT/teachers
   or given with ``--teachers``): CrossX-DFL (stroke and conv sketch estimators), the six
@@ -246,8 +248,9 @@ def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None)
             key = f"real/{name}/seed{seed}"
             if key in done or (free and seed != seeds[0]):
                 continue
-            # each evaluation embeds 9,000 CIFAR-10 photos (~11 min on one busy core with EfficientNet)
-            row = _train_eval(out, key, preset, [*common, f"seed={seed}", *extra], whiches=("best",))
+            # each evaluation embeds 9,000 CIFAR-10 photos with EfficientNet (0.5-1.5 min on one busy core)
+            row = _train_eval(out, key, preset, [*common, f"seed={seed}", *extra],
+                              whiches=("best",) if free else ("best", "last"))
             row.update(part="real", method=name, seed=seed)
             _record(out, row)
             done[key] = row
@@ -260,6 +263,26 @@ def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None)
             row.update(part="real", method="fused with classifier only", seed=seed)
             _record(out, row)
             done[fused] = row
+
+
+def part_last(out: Path, part: str) -> None:
+    """Evaluate ``last.pt`` of the trained runs of ``part`` (those with diagnostics; a training-free
+    run's two checkpoints are one) recorded with ``best`` only (evaluation,
+    no training; the first real-teacher rows evaluated best only) and append the completed row
+    (a later row of the same key replaces the earlier one in every table): the best-vs-last
+    comparison behind the presets' ``eval.select``."""
+    from sbirkit.engine import evaluate_run
+
+    for key, row in _done(out).items():
+        run = out / _slug(key)
+        if row.get("part") != part or "last" in row or "diagnostics" not in row or not (run / "last.pt").is_file():
+            continue
+        t0 = time.perf_counter()
+        rec = evaluate_run(run, split="test", directions=["sketch2photo"], which="last", save=False, batch_size=256)
+        m = rec["results"]["sketch2photo"]["metrics"]
+        row = {**row, "last": {"map": round(m["map"], 4), "p@200": round(m["p@200"], 4), "p@100": round(m["p@100"], 4)},
+               "last_eval_seconds": round(time.perf_counter() - t0, 1)}
+        _record(out, row)
 
 
 PAPER = {  # name -> (preset, overrides, training-free)
@@ -407,38 +430,58 @@ def summary(out: Path) -> str:
                      "CIFAR-10 test photos, 48 px)", "classifier only (probabilities)")):
         sub = [r for r in rows if r.get("part") == part]
         if sub:
-            lines += [title, "", _paired_table(sub, reference), ""]
+            lines += [title, "", _paired_table(sub, reference, _chance_map(1000, 9000)), ""]
     return "\n".join(lines)
 
 
-def _paired_table(rows: list[dict], reference: str) -> str:
-    """Mean ± sd over seeds of mAP@all (best = max generated/map; last), P@200, the paired
-    difference to ``reference`` (a training-free row stands for every seed), and the synthesis
-    diagnostics of the last validation (docs/data_free.md)."""
+def _chance_map(relevant: int, gallery: int) -> float:
+    """Expected average precision of a uniformly random ranking with ``relevant`` of ``gallery``
+    items relevant (bench_real's analytic chance; 1,000 of 9,000 give 0.1120, not 1/9)."""
+    import sys
+
+    here = str(Path(__file__).resolve().parent)  # bench_real sits beside this script
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from bench_real import random_ranking_scores
+
+    return random_ranking_scores(np.zeros(1), np.repeat([0, 1], [relevant, gallery - relevant]))["map"]
+
+
+def _paired_table(rows: list[dict], reference: str, chance: float | None = None) -> str:
+    """BENCHMARKS.md's issue-19 table: per seed and mean ± sd of the evaluated checkpoint's
+    mAP@all (``last`` where recorded, else ``best``), the best by generated/map beside it, P@200,
+    the paired difference to ``reference`` (a training-free row stands for every seed), the
+    difference to ``chance`` (seeds more than 0.03 above it), and the synthesis diagnostics of
+    the last validation (docs/data_free.md), averaged over seeds."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ref = next((r for r in rows if r["method"] == reference), None)
-    out = ["| method | seeds | mAP@all (best) | mAP@all (last) | P@200 (best) | − " + reference + ", paired (last or "
-           "only) | teachers' agreement (chance) | balance | probe photo / sketch | reference mAP | train s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| method | seeds | mAP@all per seed | mean ± sd | best by generated/map |  P@200 | − classifier only, "
+           "paired | − chance | teachers' agreement (chance) | balance | probe photo / sketch | reference mAP | "
+           "train s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in methods:
-        rs = [r for r in rows if r["method"] == name]
-        seeds = sorted({r["seed"] for r in rs})
-        best = [r["best"]["map"] for r in rs if "best" in r]
-        last = [r["last"]["map"] for r in rs if "last" in r]
-        p200 = [r[w]["p@200"] for r in rs for w in ("best", "last") if w in r][:len(rs)]
+        rs = sorted((r for r in rows if r["method"] == name), key=lambda r: r["seed"])
+        free = "diagnostics" not in rs[0] and "student_run" not in rs[0]
+        main = [r.get("last") or r["best"] for r in rs]
+        maps = [m["map"] for m in main]
+        selected = [r["best"]["map"] for r in rs if "diagnostics" in r and "best" in r]
         diff = "-"
         if ref is not None and name != reference:
-            base = ref["best"]["map"]
-            values = [(r.get("last") or r["best"])["map"] - base for r in rs]
+            values = [v - ref["best"]["map"] for v in maps]
             diff = _mean_sd(values) + f" ({sum(v > 0 for v in values)}/{len(values)} > 0)"
+        above = "-"
+        if chance is not None:
+            values = [v - chance for v in maps]
+            above = _mean_sd(values) + ("" if free else f" ({sum(v > 0.03 for v in values)}/{len(values)} > 0.03)")
         diag = [r.get("diagnostics", {}) for r in rs]
 
         def avg(key, diag=diag):
             vals = [d[key] for d in diag if d.get(key) is not None and d[key] == d[key]]
             return f"{statistics.mean(vals):.2f}" if vals else "-"
 
-        out.append(f"| {name} | {','.join(map(str, seeds))} | {_mean_sd(best)} | {_mean_sd(last)} | "
-                   f"{_mean_sd(p200)} | {diff} | {avg('synthesis/agreement')} ({avg('synthesis/agreement_chance')}) | "
+        seeds = "training-free" if free else ",".join(str(r["seed"]) for r in rs)
+        out.append(f"| {name} | {seeds} | {', '.join(f'{v:.3f}' for v in maps)} | {_mean_sd(maps)} | "
+                   f"{_mean_sd(selected)} | {_mean_sd([m['p@200'] for m in main])} | {diff} | {above} | "
+                   f"{avg('synthesis/agreement')} ({avg('synthesis/agreement_chance')}) | "
                    f"{avg('synthesis/balance')} | {avg('synthesis/probe_photo')} / {avg('synthesis/probe_sketch')} | "
                    f"{avg('reference/map')} | {statistics.mean(r['train_seconds'] for r in rs):.0f} |")
     return "\n".join(out)
@@ -447,7 +490,8 @@ def _paired_table(rows: list[dict], reference: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--part", action="append", choices=["synthetic", "overlap", "compute", "real", "paper"],
+    parser.add_argument("--part", action="append", choices=["synthetic", "overlap", "compute", "real", "paper",
+                                                            "real_last"],
                         default=[])
     parser.add_argument("--teachers", type=Path, default=None, help="paper: a folder holding the two paper-like "
                         "teacher runs (classifier-cifar9-photo, classifier-quickdraw9-sketch); default OUT/teachers")
@@ -471,6 +515,8 @@ def main() -> None:
             part_compute(args.out, seeds[0])
         elif part == "real":
             part_real(args.out, args.shared.resolve(), seeds, args.only)
+        elif part == "real_last":
+            part_last(args.out, "real")
         elif part == "paper":
             part_paper(args.out, args.shared.resolve(), seeds, args.only, args.teachers, args.extra)
     if args.summary or not args.part:
