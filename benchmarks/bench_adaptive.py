@@ -70,6 +70,8 @@ VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strat
             "ours_k10": {"overrides": ["method.k_support=10"], "strategy": "meta", "from_baseline": True},
             # ours' own model without its test-time step: what the step itself adds
             "ours_without_step": {"overrides": [], "strategy": "none", "from_baseline": True},
+            "ours_k1_without_step": {"overrides": ["method.k_support=1"], "strategy": "none", "from_baseline": True},
+            "ours_k10_without_step": {"overrides": ["method.k_support=10"], "strategy": "none", "from_baseline": True},
             # ours without the regularisers (the ablation's row, in the main table)
             "ours_no_reg": {"overrides": ["method.regularizers=[]"], "strategy": "meta", "from_baseline": True},
             # ours without L_D (the preset's other regularisers kept; resolved per preset by without())
@@ -343,6 +345,13 @@ def suite_table(title: str, res: dict[str, Any]) -> str:
                   "| baseline | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for v, r in variants.items():
             if v in ("ours", "ours_k1", "ours_k10"):
+                continue
+            own = v.rsplit("_without_step", 1)[0]
+            if v.startswith(("ours_k1_", "ours_k10_")):  # paired with its own model: what that model's step adds
+                if own in variants:
+                    cells = [paired([x["macro"]["acc@1"] for x in variants[own]["scores"][str(k)]],
+                                    [x["macro"]["acc@1"] for x in r["scores"][str(k)]]) for k in ks]
+                    lines.append(f"| {v} (paired with {own}, not k-matched ours) | " + " | ".join(cells) + " |")
                 continue
             cells = [paired([x["macro"]["acc@1"] for x in matched[k]], [x["macro"]["acc@1"] for x in r["scores"][str(k)]])
                      for k in ks]

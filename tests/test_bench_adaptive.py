@@ -107,3 +107,20 @@ def test_paper_rows_take_the_paper_twins_regularisers_and_duplicates_of_ours_are
     rows = bench.distinct_variants(["ours", "ours_no_reg", "ours_no_d", "ours_paper", "ours_without_step"],
                                    "adaptive_fg-synthetic")
     assert rows == ["ours", "ours_paper", "ours_without_step"]
+
+
+def test_suite_table_pairs_k_matched_ours_and_the_k_trained_models_own_step(bench):
+    def variant(*values_per_k):
+        return {"scores": {str(k): [{"macro": {"acc@1": v, "acc@5": v}} for v in vals]
+                           for k, vals in zip((1, 5), values_per_k)}, "train_seconds": [1.0, 1.0], "monitors": []}
+    res = {"ks": [1, 5], "variants": {"ours": variant([0.2, 0.3], [0.5, 0.6]), "ours_k1": variant([0.4, 0.4], [0.1, 0.1]),
+                                      "ours_k1_without_step": variant([0.3, 0.2], [0.3, 0.3]),
+                                      "no_adaptation": variant([0.1, 0.2], [0.4, 0.4])}}
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in bench.suite_table("t", res).splitlines()
+            if line.startswith("| ") and "±" in line and "(" in line}
+    # k = 1 pairs ours_k1 (k-matched), k = 5 ours (trained at 5)
+    assert rows["no_adaptation"][0] == "+0.250 ± 0.071 (2/2 seeds > 0)"
+    assert rows["no_adaptation"][1].startswith("+0.150 ± 0.071")
+    # the k = 1 model's own step: ours_k1 − ours_k1_without_step at every k
+    assert rows["ours_k1_without_step (paired with ours_k1, not k-matched ours)"][0].startswith("+0.150 ± 0.071")
+    assert rows["ours_k1_without_step (paired with ours_k1, not k-matched ours)"][1].startswith("-0.200 ± 0.000")
