@@ -378,9 +378,16 @@ def monitor_cells(monitored: list[dict[str, Any]] | None) -> str:
             f"{mean('final', 'photo_spread'):.2f}")
 
 
-def ablation(out: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
+def ablation(out: Path, seeds: list[int], extra: list[str], only: list[str] | None = None) -> dict[str, Any]:
+    """The ablation rows (``only``: those whose label contains one of these strings, and the rows
+    they are paired with)."""
     res: dict[str, Any] = {}
-    for label, overrides, reference in ablation_rows():
+    rows = ablation_rows()
+    if only:
+        keep = {label for label, _, _ in rows if any(o in label for o in only)}
+        keep |= {reference for label, _, reference in rows if label in keep}
+        rows = [row for row in rows if row[0] in keep]
+    for label, overrides, reference in rows:
         rows, monitored, folders = [], [], []
         for seed in seeds:
             folder, _ = trained(out, ABLATION_PRESET, overrides, seed, extra, from_baseline=True)
@@ -516,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the synthetic parts' rows (default: %(default)s)")
     p.add_argument("--ks", type=int, nargs="+", default=None,
                    help="support sizes of the synthetic (1 5 10) and qmul (5 10) parts (default: those)")
+    p.add_argument("--ablation-only", nargs="+", default=None, metavar="TEXT",
+                   help="ablation rows whose label contains TEXT (and the rows they are paired with)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -534,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                                   tuple(args.ks or (1, 5, 10)), args.seeds, extra)
             tables.append(suite_table("Synthetic, new drawing style (user-level tasks)", results[part]))
         elif part == "ablation":
-            results[part] = ablation(args.out, args.seeds, extra)
+            results[part] = ablation(args.out, args.seeds, extra, args.ablation_only)
             base = results.get("synthetic", {}).get("variants", {}).get("no_adaptation")
             tables.append(ablation_table(results[part], [r["macro"]["acc@1"] for r in base["scores"]["5"]]
                                          if base and len(base["scores"]["5"]) == len(args.seeds) else None))

@@ -124,3 +124,13 @@ def test_suite_table_pairs_k_matched_ours_and_the_k_trained_models_own_step(benc
     # the k = 1 model's own step: ours_k1 − ours_k1_without_step at every k
     assert rows["ours_k1_without_step (paired with ours_k1, not k-matched ours)"][0].startswith("+0.150 ± 0.071")
     assert rows["ours_k1_without_step (paired with ours_k1, not k-matched ours)"][1].startswith("-0.200 ± 0.000")
+
+
+def test_ablation_only_keeps_the_rows_asked_for_and_their_reference(bench, monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(bench, "trained", lambda out, preset, overrides, seed, extra, from_baseline: (
+        seen.append(tuple(overrides)) or tmp_path, 1.0))
+    monkeypatch.setattr(bench, "scored", lambda folder, k, strategy: {"macro": {"acc@1": 0.1, "acc@5": 0.2}})
+    res = bench.ablation(tmp_path, [0], [], only=["paper's − L_D"])
+    assert list(res) == ["paper's regularisers (L_D + L_C + L_S)", "paper's − L_D"]
+    assert len(seen) == 2 and "method.regularizers=[c, s]" in seen[1]
