@@ -16,11 +16,15 @@ paired by training seed. Parts (``--parts``):
   (fixed margin), and the upper bound trained on the new categories' training split (``--variants``
   picks rows; rows that would train ours' own configuration again are dropped);
 * ``synthetic_users``: the same on user-level tasks (adaptive_fg-synthetic_users);
-* ``ablation``: category level, k = 5: each regulariser of the preset removed, no regulariser, fixed
-  margin, inner steps 0, 2, 3; with the collapse monitors' values at the end of each run;
+* ``ablation``: category level, k = 5, in two halves: on the preset's ``-paper`` twin its regularisers
+  (all on, each removed, all removed -- the shipped preset has none to remove), on the preset as
+  shipped fixed margin and inner steps 0, 2, 3 (:func:`ablation_rows`); with the collapse monitors'
+  values at the end of each run;
 * ``qmul``: QMUL-V1 shoes -> chairs and chairs -> shoes (adaptive_fg-qmul_v1, _chairs), k = 5, 10,
   ``--qmul-draws`` (20) support draws, ours against no adaptation, head fine-tuning, the baseline
-  trained as long, ours without its test-time step and ours without L_D (needs ``--shared``);
+  trained as long, ours without its test-time step and ours without / with L_D (needs ``--shared``);
+* ``qmul_features``: F of the QMUL-V1 presets (4 x 4 grid of the stage-5 map) against the pooled final
+  map, baseline and ours, by validation Acc@1 only (issue 18, item 7; needs ``--shared``);
 * ``cost``: adaptation time per task and memory over 1,000 adaptations (tiny_cnn and the cached
   EfficientNet-Lite0 model when a QMUL run exists).
 
@@ -66,10 +70,14 @@ VARIANTS = {**BASELINES, "ours_k1": {"overrides": ["method.k_support=1"], "strat
             "ours_k10": {"overrides": ["method.k_support=10"], "strategy": "meta", "from_baseline": True},
             # ours' own model without its test-time step: what the step itself adds
             "ours_without_step": {"overrides": [], "strategy": "none", "from_baseline": True},
+            "ours_k1_without_step": {"overrides": ["method.k_support=1"], "strategy": "none", "from_baseline": True},
+            "ours_k10_without_step": {"overrides": ["method.k_support=10"], "strategy": "none", "from_baseline": True},
             # ours without the regularisers (the ablation's row, in the main table)
             "ours_no_reg": {"overrides": ["method.regularizers=[]"], "strategy": "meta", "from_baseline": True},
             # ours without L_D (the preset's other regularisers kept; resolved per preset by without())
             "ours_no_d": {"overrides": [], "without": "d", "strategy": "meta", "from_baseline": True},
+            # its counterpart: ours with L_D added to the preset's regularisers (at the method's w_d, 0.1)
+            "ours_with_d": {"overrides": [], "with": "d", "strategy": "meta", "from_baseline": True},
             # the baseline trained as long as the runs that start from it: what the extra steps alone give
             "baseline_longer": {"overrides": SUPERVISED, "strategy": "none", "from_baseline": True},
             # ours with the paper's regularisers (the preset's "-paper" twin), from the same baseline
@@ -80,8 +88,7 @@ MAIN = ["ours", "ours_without_step", "ours_paper", "ours_no_reg", "ours_no_d", "
         "finetune_all", "baseline_longer", "maml", "anil", "upper_bound"]
 PAPER_KEYS = ("regularizers", "w_d", "w_c", "w_s", "w_ud", "c_mode")
 ABLATION_PRESET = "adaptive_fg-synthetic"
-ABLATION_FIXED = [  # (row, overrides of the preset) -- ours with one thing changed
-    ("no regulariser", ["method.regularizers=[]"]),
+ABLATION_FIXED = [  # (row, overrides of the preset) -- ours as shipped with one thing changed
     ("fixed margin (0.2)", ["method.margin=fixed"]),
     ("inner steps 0", ["method.inner_steps=0"]),
     ("inner steps 2", ["method.inner_steps=2"]),
@@ -98,12 +105,36 @@ def regularizers_override(regs: list[str]) -> str:
     return f"method.regularizers=[{', '.join(regs)}]"
 
 
-def ablation_rows(preset: str = ABLATION_PRESET) -> list[tuple[str, list[str]]]:
-    """Ours as the preset ships it, then each of its regularisers removed, then the fixed rows."""
+def _names(regs: list[str]) -> str:
+    return " + ".join(NAMES[r] for r in regs) or "no regulariser"
+
+
+def ablation_rows(preset: str = ABLATION_PRESET) -> list[tuple[str, list[str], str]]:
+    """``(row, overrides of preset, the row it is paired with)``, in two halves. The regulariser half
+    on the preset's ``-paper`` twin (the shipped presets have no regulariser to remove): the paper's
+    set, each regulariser removed, all removed. The rest on the preset as shipped: ours, each of
+    its own regularisers removed (if any), fixed margin, inner steps 0/2/3. Every row is an override
+    of ``preset``, so a row that is another table's model (ours, ``ours_paper``) reuses its runs."""
     regs = preset_regularizers(preset)
-    rows = [(f"ours ({' + '.join(NAMES[r] for r in regs) or 'no regulariser'}, learned margin, 1 step)", [])]
-    rows += [(f"- {NAMES[r]}", [regularizers_override([x for x in regs if x != r])]) for r in regs]
-    return rows + [row for row in ABLATION_FIXED if not (row[0] == "no regulariser" and not regs)]
+    ours = f"ours as shipped ({_names(regs)}, learned margin, 1 inner step)"
+    rows = [(ours, [], ours)]
+    rows += [(f"ours − {NAMES[r]}", [regularizers_override([x for x in regs if x != r])], ours) for r in regs]
+    if regs:
+        rows.append(("ours, no regulariser", [regularizers_override([])], ours))
+    rows += [(label, overrides, ours) for label, overrides in ABLATION_FIXED]
+    paper = paper_overrides(preset)
+    paper_regs = list(load_preset(f"{preset}-paper")["method"].get("regularizers") or []) if paper else []
+    if paper_regs:
+        keep = [o for o in paper if not o.startswith("method.regularizers=")]
+        full = f"paper's regularisers ({_names(paper_regs)})"
+        rows.append((full, paper, full))
+        rows += [(f"paper's − {NAMES[r]}", [*keep, regularizers_override([x for x in paper_regs if x != r])], full)
+                 for r in paper_regs]
+        # all removed: with no regulariser the -paper weights act on nothing, so this is the preset's own
+        # configuration without regulariser (ours as shipped when it ships none: the same runs)
+        rows.append(("paper's − all" + (" (= ours as shipped)" if not regs else ""),
+                     [regularizers_override([])] if regs else [], full))
+    return rows
 
 
 def paper_overrides(preset: str) -> list[str]:
@@ -118,10 +149,13 @@ def paper_overrides(preset: str) -> list[str]:
 
 
 def variant_overrides(spec: dict[str, Any], preset: str) -> list[str]:
-    """A variant's overrides; ``without`` drops one regulariser from the preset's own set; ``paper``
-    takes the regulariser options of the preset's ``-paper`` twin."""
+    """A variant's overrides; ``without`` drops one regulariser from the preset's own set, ``with``
+    adds one to it; ``paper`` takes the regulariser options of the preset's ``-paper`` twin."""
     if spec.get("paper"):
         return [*spec["overrides"], *paper_overrides(preset)]
+    if "with" in spec:
+        regs = preset_regularizers(preset)
+        return [*spec["overrides"], regularizers_override([*regs, spec["with"]] if spec["with"] not in regs else regs)]
     if "without" not in spec:
         return list(spec["overrides"])
     return [*spec["overrides"], regularizers_override([r for r in preset_regularizers(preset)
@@ -142,7 +176,7 @@ def distinct_variants(variants: list[str], preset: str) -> list[str]:
         out.append(v)
     return out
 FINETUNE_GRID = {"steps": (1, 3, 10, 30), "adam": (1e-4, 1e-3, 1e-2), "sgd": (1e-3, 1e-2, 1e-1)}
-MONITORS = ("effective_rank", "photo_spread", "feature_spread", "modality_cosine")
+MONITORS = ("effective_rank", "photo_spread", "feature_spread", "modality_cosine", "d_accuracy")
 
 
 def machine() -> dict[str, Any]:
@@ -161,12 +195,15 @@ def run_dir(out: Path, preset: str, overrides: list[str], seed: int) -> Path:
 
 
 def trained(out: Path, preset: str, overrides: list[str], seed: int, extra: list[str],
-            from_baseline: bool = False) -> tuple[Path, float]:
+            from_baseline: bool = False, common: list[str] | None = None) -> tuple[Path, float]:
     """Train (or reuse) a run; returns its folder and training seconds. ``from_baseline``: start from
-    the no-adaptation baseline of the same seed (trained first; method.init_from)."""
+    the no-adaptation baseline of the same seed (trained first; method.init_from). ``common``:
+    overrides of the run *and* of its baseline (e.g. another F), part of both runs' folder names."""
+    common = list(common or [])
     if from_baseline:
-        base, _ = trained(out, preset, SUPERVISED, seed, extra)
+        base, _ = trained(out, preset, [*common, *SUPERVISED], seed, extra)
         overrides = [*overrides, f"method.init_from={base}"]
+    overrides = [*common, *overrides]
     folder = run_dir(out, preset, overrides, seed)
     done = folder / "done.json"
     # train.init_from=null: the presets name their own baseline; here the baseline is the row above
@@ -311,6 +348,13 @@ def suite_table(title: str, res: dict[str, Any]) -> str:
         for v, r in variants.items():
             if v in ("ours", "ours_k1", "ours_k10"):
                 continue
+            own = v.rsplit("_without_step", 1)[0]
+            if v.startswith(("ours_k1_", "ours_k10_")):  # paired with its own model: what that model's step adds
+                if own in variants:
+                    cells = [paired([x["macro"]["acc@1"] for x in variants[own]["scores"][str(k)]],
+                                    [x["macro"]["acc@1"] for x in r["scores"][str(k)]]) for k in ks]
+                    lines.append(f"| {v} (paired with {own}, not k-matched ours) | " + " | ".join(cells) + " |")
+                continue
             cells = [paired([x["macro"]["acc@1"] for x in matched[k]], [x["macro"]["acc@1"] for x in r["scores"][str(k)]])
                      for k in ks]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
@@ -336,36 +380,61 @@ def monitor_cells(monitored: list[dict[str, Any]] | None) -> str:
             f"{mean('final', 'photo_spread'):.2f}")
 
 
-def ablation(out: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
+def ablation(out: Path, seeds: list[int], extra: list[str], only: list[str] | None = None) -> dict[str, Any]:
+    """The ablation rows (``only``: those whose label contains one of these strings, and the rows
+    they are paired with)."""
     res: dict[str, Any] = {}
-    for label, overrides in ablation_rows():
-        rows, monitored = [], []
+    rows = ablation_rows()
+    if only:
+        keep = {label for label, _, _ in rows if any(o in label for o in only)}
+        keep |= {reference for label, _, reference in rows if label in keep}
+        rows = [row for row in rows if row[0] in keep]
+    for label, overrides, reference in rows:
+        rows, monitored, folders = [], [], []
         for seed in seeds:
             folder, _ = trained(out, ABLATION_PRESET, overrides, seed, extra, from_baseline=True)
             rows.append(scored(folder, 5, "meta"))
             monitored.append(monitors(folder))
-        res[label] = {"scores": rows, "monitors": monitored}
+            folders.append(folder.name)
+        res[label] = {"scores": rows, "monitors": monitored, "reference": reference, "overrides": overrides,
+                      "runs": folders}
         print(f"ablation {label}: acc@1 {_ms([r['macro']['acc@1'] for r in rows])}", flush=True)
     return res
 
 
+def _final(monitored: list[dict[str, Any]], key: str, fmt: str = "{:.2f}") -> str:
+    values = [m["final"].get(key) for m in monitored if m and m.get("final")]
+    values = [v for v in values if v is not None]
+    return fmt.format(float(np.mean(values))) if values else "-"
+
+
 def ablation_table(res: dict[str, Any], baseline: list[float] | None) -> str:
-    lines = ["### Ablation (synthetic categories, k = 5)", "", "| variant | Acc@1 | Acc@5 | − ours (paired) |"
-             + (" − no adaptation (paired) |" if baseline else "") + " eff. rank start → end | photo spread end |",
-             "|---|---|---|---|" + ("---|" if baseline else "") + "---|---|"]
-    ours = [r["macro"]["acc@1"] for r in next(iter(res.values()))["scores"]]
+    lines = ["### Ablation (synthetic categories, k = 5)", "",
+             "Each row is paired with the first row of its half (ours as shipped; the paper's regularisers). "
+             "Monitors: means over seeds at the run's last validation.", "",
+             "| variant | Acc@1 | Acc@5 | − its half's first row (paired) |"
+             + (" − no adaptation (paired) |" if baseline else "")
+             + " eff. rank start → end | photo spread end | sketch/photo cosine end | D accuracy end | warnings |",
+             "|---|---|---|---|" + ("---|" if baseline else "") + "---|---|---|---|---|"]
     for label, entry in res.items():
         rows = entry["scores"]
         a1 = [r["macro"]["acc@1"] for r in rows]
-        cells = [_ms(a1), _ms([r["macro"]["acc@5"] for r in rows]), paired(a1, ours)]
+        reference = [r["macro"]["acc@1"] for r in res[entry.get("reference", label)]["scores"]]
+        cells = [_ms(a1), _ms([r["macro"]["acc@5"] for r in rows]),
+                 "—" if entry.get("reference", label) == label else paired(a1, reference)]
         if baseline:
             cells.append(paired(a1, baseline))
-        cells.append(monitor_cells(entry.get("monitors")))
+        monitored = [m for m in entry.get("monitors") or [] if m]
+        cells += [monitor_cells(monitored), _final(monitored, "modality_cosine", "{:.3f}"),
+                  _final(monitored, "d_accuracy"), str(sum(m.get("warnings", 0) for m in monitored))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-QMUL = ["ours", "ours_without_step", "ours_no_d", "no_adaptation", "finetune_head", "baseline_longer"]
+QMUL = ["ours", "ours_without_step", "ours_no_d", "ours_with_d", "no_adaptation", "finetune_head", "baseline_longer"]
+QMUL_PRESETS = (("adaptive_fg-qmul_v1", "shoes -> chairs"), ("adaptive_fg-qmul_v1_chairs", "chairs -> shoes"))
+# F as the -paper QMUL presets take it: the attention-weighted, globally pooled final map (issue 18, item 7)
+POOLED = ["model.backbone_stages=null", "model.pool=avg", "train.head_init=default"]
 
 
 def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str], draws: int = 20,
@@ -373,10 +442,40 @@ def qmul(out: Path, shared: Path, seeds: list[int], extra: list[str], draws: int
     root = shared / "qmul_v1"
     cache = out / "qmul-feature-cache"
     res = {}
-    for preset, name in (("adaptive_fg-qmul_v1", "shoes -> chairs"), ("adaptive_fg-qmul_v1_chairs", "chairs -> shoes")):
+    for preset, name in QMUL_PRESETS:
         res[name] = suite(out, name, preset, QMUL, ks, seeds,
                           [f"data.root={root}", f"train.feature_cache={cache}", *extra], draws=draws)
     return res
+
+
+def qmul_features(out: Path, shared: Path, seeds: list[int], extra: list[str]) -> dict[str, Any]:
+    """Item 7: F as the grid of the stage-5 map (the presets) against the pooled final map
+    (:data:`POOLED`), each baseline and ours from it (no regulariser), by *validation* Acc@1 only
+    (best.pt's: held-out pairs of the meta-train category); the test categories are not scored."""
+    qextra = [f"data.root={shared / 'qmul_v1'}", f"train.feature_cache={out / 'qmul-feature-cache'}", *extra]
+    res: dict[str, Any] = {}
+    for preset, name in QMUL_PRESETS:
+        res[name] = {}
+        for feat, common in (("grid", []), ("pooled", POOLED)):
+            base = [monitors(trained(out, preset, [*common, *SUPERVISED], seed, qextra)[0]) for seed in seeds]
+            ours = [monitors(trained(out, preset, [], seed, qextra, from_baseline=True, common=common)[0])
+                    for seed in seeds]
+            res[name][feat] = {"seeds": seeds, "baseline": [m.get("best_val_acc@1") for m in base],
+                               "ours": [m.get("best_val_acc@1") for m in ours]}
+            print(f"{name} {feat}: val acc@1 baseline {res[name][feat]['baseline']}, ours {res[name][feat]['ours']}",
+                  flush=True)
+    return res
+
+
+def qmul_features_table(res: dict[str, Any]) -> str:
+    lines = ["### QMUL-V1 F: 4 × 4 grid of the stage-5 map vs pooled final map (validation Acc@1 of best.pt)", "",
+             "| direction | model | grid (per seed) | pooled (per seed) | grid − pooled (paired) |", "|---|---|---|---|---|"]
+    for name, r in res.items():
+        for model in ("baseline", "ours"):
+            g, p = r["grid"][model], r["pooled"][model]
+            lines.append(f"| {name} | {model} | {' / '.join(f'{v:.3f}' for v in g)} | "
+                         f"{' / '.join(f'{v:.3f}' for v in p)} | {paired(g, p)} |")
+    return "\n".join(lines)
 
 
 def cost(out: Path, shared: Path | None, extra: list[str]) -> dict[str, Any]:
@@ -426,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the synthetic parts' rows (default: %(default)s)")
     p.add_argument("--ks", type=int, nargs="+", default=None,
                    help="support sizes of the synthetic (1 5 10) and qmul (5 10) parts (default: those)")
+    p.add_argument("--ablation-only", nargs="+", default=None, metavar="TEXT",
+                   help="ablation rows whose label contains TEXT (and the rows they are paired with)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -444,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                                   tuple(args.ks or (1, 5, 10)), args.seeds, extra)
             tables.append(suite_table("Synthetic, new drawing style (user-level tasks)", results[part]))
         elif part == "ablation":
-            results[part] = ablation(args.out, args.seeds, extra)
+            results[part] = ablation(args.out, args.seeds, extra, args.ablation_only)
             base = results.get("synthetic", {}).get("variants", {}).get("no_adaptation")
             tables.append(ablation_table(results[part], [r["macro"]["acc@1"] for r in base["scores"]["5"]]
                                          if base and len(base["scores"]["5"]) == len(args.seeds) else None))
@@ -454,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             results[part] = qmul(args.out, args.shared, args.seeds, extra, args.qmul_draws, tuple(args.ks or (5, 10)))
             for name, res in results[part].items():
                 tables.append(suite_table(f"QMUL-V1 {name}", res))
+        elif part == "qmul_features":
+            if args.shared is None:
+                p.error("--parts qmul_features needs --shared ../shared/data")
+            results[part] = qmul_features(args.out, args.shared, args.seeds, extra)
+            tables.append(qmul_features_table(results[part]))
         elif part == "cost":
             results[part] = cost(args.out, args.shared, extra)
             tables.append("### Cost\n\n| run | backbone | px | ms per k=5 adaptation | RSS growth over 1,000 (MB) |\n"
