@@ -69,6 +69,9 @@ def preset_config(name: str, run_dir: Path, extra: list[str]) -> tuple[dict, lis
         spec = method.get(key)
         if isinstance(spec, dict) and spec.get("preset"):
             spec["overrides"] = [*(spec.get("overrides") or []), *extra]  # trained once, for one step
+    start = (config.get("train") or {}).get("init_from")
+    if isinstance(start, dict) and start.get("preset"):  # a preset that trains its own baseline first
+        start["overrides"] = [*(start.get("overrides") or []), *extra]  # for one step too
     config = apply_overrides(config, [*extra, f"run_dir={run_dir}"])
     return config, sorted(set(missing))
 
@@ -84,8 +87,9 @@ def check_config(config: dict) -> None:
     resolved = resolve(config)
     check_sections(resolved)
     method_class(resolved["method"]["name"]).parse_options(resolved.get("method"))
-    for key in TEACHER_KEYS:
-        spec = (resolved.get("method") or {}).get(key)
+    specs = [(resolved.get("method") or {}).get(key) for key in TEACHER_KEYS]
+    specs.append((resolved.get("train") or {}).get("init_from"))  # a baseline the run trains first
+    for spec in specs:
         if isinstance(spec, dict) and spec.get("preset"):
             teacher = resolve(apply_overrides(load_preset(spec["preset"]), spec.get("overrides") or []))
             check_sections(teacher)

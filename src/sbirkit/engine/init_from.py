@@ -40,9 +40,9 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .context import PresetRunNotTrained
 from .checkpoint import load_checkpoint
 from .config import read_config
+from .context import PresetRunNotTrained
 from .init_spec import is_spec_run, preset_spec
 
 MODULES = ("backbone", "encoder")
