@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SbirkitError
 from .config import RESUME_MUTABLE, apply_overrides, changed_keys, load_preset
 
 #: what the run a preset spec trains takes from the run that names it
@@ -30,17 +30,21 @@ def _get(config: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _spec_config(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+def spec_config(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The config a spec names: its preset with its overrides (errors prefixed with ``where``).
+    The one reading of a spec, for the runs it trains (:mod:`sbirkit.engine.preset_runs`) too."""
+    if not isinstance(spec.get("overrides") or [], (list, tuple)):
+        raise ConfigError(f"{where}.overrides: expected a list of key=value strings, got {spec.get('overrides')!r}")
     try:
         return apply_overrides(load_preset(str(spec["preset"])), [str(o) for o in (spec.get("overrides") or [])])
-    except ConfigError as exc:
+    except SbirkitError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
 def preset_spec(spec: Mapping[str, Any], config: Mapping[str, Any], where: str = "train.init_from") -> dict[str, Any]:
     """The spec as it is trained for a run of ``config`` (module docstring)."""
     overrides = [str(o) for o in (spec.get("overrides") or [])]
-    theirs = _spec_config(spec, where)
+    theirs = spec_config(spec, where)
     named = {o.split("=", 1)[0].strip() for o in overrides}
     for key in INHERITED:
         if key not in named and _get(config, key) != _get(theirs, key):
@@ -52,7 +56,7 @@ def preset_spec(spec: Mapping[str, Any], config: Mapping[str, Any], where: str =
 
 def is_spec_run(spec: Mapping[str, Any], config: Mapping[str, Any], where: str = "train.init_from") -> bool:
     """Whether a run of ``config`` is the run ``spec`` (as :func:`preset_spec` gives it) trains."""
-    theirs = _spec_config(spec, where)
+    theirs = spec_config(spec, where)
     diff = changed_keys(theirs, config, ignore=(*RESUME_MUTABLE, "name"))
     return not [k for k in diff if not (k == "train.init_from" or k.startswith("train.init_from."))]
 

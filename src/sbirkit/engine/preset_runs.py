@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, SbirkitError
+from ..errors import ConfigError
 from .checkpoint import rng_state, set_rng_state
-from .config import apply_overrides, changed_keys, load_preset, read_config
+from .config import changed_keys, read_config
 from .context import PresetRunNotTrained
+from .init_spec import spec_config
 
 
 def preset_run_dir(spec: Mapping[str, Any], base_dir: Path | None) -> Path:
@@ -42,14 +43,8 @@ def ensure_preset_run(spec: Mapping[str, Any], where: str, base_dir: Path | None
     ``train_missing`` false, :class:`PresetRunNotTrained`). Torch's, NumPy's and Python's global
     RNG states are restored afterwards, so a run that trains its teachers continues exactly like
     one that reuses them."""
+    config = spec_config(spec, where)
     run_dir = preset_run_dir(spec, base_dir)
-    overrides = [str(o) for o in (spec.get("overrides") or [])]
-    if not isinstance(spec.get("overrides") or [], (list, tuple)):
-        raise ConfigError(f"{where}.overrides: expected a list of key=value strings, got {spec.get('overrides')!r}")
-    try:
-        config = apply_overrides(load_preset(str(spec["preset"])), overrides)
-    except SbirkitError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
     config["run_dir"] = str(run_dir)
     meta = run_dir / "meta.json"
     if (run_dir / "best.pt").is_file() and meta.is_file() and "finished" in json.loads(meta.read_text()):
