@@ -367,6 +367,8 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def summary(out: Path) -> str:
+    from sbirkit.eval.chance import expected_ap
+
     rows = list(_done(out).values())
     lines = []
     syn = [r for r in rows if r.get("part") == "synthetic"]
@@ -430,21 +432,8 @@ def summary(out: Path) -> str:
                      "CIFAR-10 test photos, 48 px)", "classifier only (probabilities)")):
         sub = [r for r in rows if r.get("part") == part]
         if sub:
-            lines += [title, "", _paired_table(sub, reference, _chance_map(1000, 9000)), ""]
+            lines += [title, "", _paired_table(sub, reference, expected_ap(1000, 9000)), ""]
     return "\n".join(lines)
-
-
-def _chance_map(relevant: int, gallery: int) -> float:
-    """Expected average precision of a uniformly random ranking with ``relevant`` of ``gallery``
-    items relevant (bench_real's analytic chance; 1,000 of 9,000 give 0.1120, not 1/9)."""
-    import sys
-
-    here = str(Path(__file__).resolve().parent)  # bench_real sits beside this script
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from bench_real import random_ranking_scores
-
-    return random_ranking_scores(np.zeros(1), np.repeat([0, 1], [relevant, gallery - relevant]))["map"]
 
 
 def _paired_table(rows: list[dict], reference: str, chance: float | None = None) -> str:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from sbirkit.data.dataset import pil_to_tensor
 from sbirkit.engine import apply_overrides, evaluate_run, load_preset, train
 from sbirkit.engine.inference import build_dataset
 from sbirkit.eval import evaluate_retrieval
+from sbirkit.eval.chance import random_ranking_scores
 from sbirkit.losses import CrossModalTripletLoss
 from sbirkit.models import EmbeddingHead, create_backbone
 from sbirkit.models.pixel import pixel_features
@@ -112,23 +113,6 @@ def fine_grained(q, g, sketches, photos) -> dict[str, float]:
 def category_level(q, g, q_labels, g_labels) -> dict[str, float]:
     r = evaluate_retrieval(q, g, q_labels, g_labels, metrics=["map", "p@100"])
     return {**r.metrics, "queries": r.num_queries, "gallery": r.gallery_size}
-
-
-def random_ranking_scores(q_labels, g_labels, k: int = 100) -> dict[str, float]:
-    """Chance, analytically: the expected AP and P@k of a uniformly random ranking, averaged over queries.
-
-    With R relevant among N gallery items, E[P@k] = R/N and E[AP] = (R-1)/(N-1) + H_N (N-R) / (N (N-1)),
-    H_N the harmonic number (a relevant item at rank r has 1 + (R-1)(r-1)/(N-1) relevant at or above it).
-    """
-    counts = Counter(int(c) for c in g_labels)
-    n = len(g_labels)
-    harmonic = float(np.sum(1.0 / np.arange(1, n + 1)))
-    ap, pk = [], []
-    for c in q_labels:
-        r = counts.get(int(c), 0)
-        ap.append((r - 1) / (n - 1) + harmonic * (n - r) / (n * (n - 1)) if r else float("nan"))
-        pk.append(r / n)
-    return {"map": float(np.nanmean(ap)), "p@100": float(np.mean(pk)), "queries": len(q_labels), "gallery": n}
 
 
 # ---- heads on frozen features ----------------------------------------------------------------------
@@ -285,7 +269,7 @@ def cifar_benchmark(args, shared: Path, photo_backbone) -> dict[str, Any]:
     result: dict[str, Any] = {
         "dataset": ds.summary()["combine"],
         "counts": {k: {"sketches": len(sk), "photos": len(ph)} for k, (sk, ph) in sets.items()},
-        "chance": random_ranking_scores(*labels["test"]),
+        "chance": random_ranking_scores(*labels["test"], k=100),
         "classes": ds.classes,
         "rows": {},
     }

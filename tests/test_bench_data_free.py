@@ -1,27 +1,8 @@
-"""The data-free benchmark's arithmetic: the chance mAP of a random ranking and the issue-19 table."""
+"""The data-free benchmark's arithmetic: the issue-19 table (its chance mAP: tests/eval/test_eval_chance.py)."""
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
-import pytest
 from bench_scripts import load_benchmark
-
-
-def _average_precision(relevant: tuple[bool, ...]) -> float:
-    hits = np.cumsum(relevant)
-    return float(np.sum(hits[np.array(relevant)] / (np.nonzero(relevant)[0] + 1)) / hits[-1])
-
-
-@pytest.mark.parametrize("relevant,gallery", [(1, 4), (2, 5), (3, 6), (6, 6)])
-def test_chance_map_is_the_mean_ap_over_every_ranking(relevant, gallery):
-    bench = load_benchmark("bench_data_free")
-    rankings = {tuple(i in pos for i in range(gallery)) for pos in itertools.combinations(range(gallery), relevant)}
-    exact = np.mean([_average_precision(r) for r in rankings])
-    assert bench._chance_map(relevant, gallery) == pytest.approx(exact)
-    # the benchmark's gallery: 1,000 of 9,000 photos relevant (1/9 would be 0.1111)
-    assert bench._chance_map(1000, 9000) == pytest.approx(0.11197, abs=1e-5)
 
 
 def test_paired_table_pairs_seeds_and_counts_seeds_above_chance():

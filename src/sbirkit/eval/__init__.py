@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .chance import expected_ap, random_ranking_scores
 from .hamming import pairwise_hamming
 from .metrics import (
     MAP_AT_K_CONVENTIONS,
@@ -56,12 +57,14 @@ __all__ = [
     "average_precision_at_k",
     "class_mean",
     "evaluate_directions",
+    "expected_ap",
     "evaluate_retrieval",
     "format_table",
     "mean_defined",
     "pairwise_hamming",
     "parse_metric",
     "precision_at_k",
+    "random_ranking_scores",
     "rank_relevant",
     "true_match",
     "true_match_rank",
