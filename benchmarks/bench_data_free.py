@@ -257,9 +257,11 @@ def part_real(out: Path, shared: Path, seeds: list[int], only: list[str] | None)
         fused = f"real/fused with classifier only/seed{seed}"
         student = out / _slug(f"real/crossx_dfl (conv)/seed{seed}")
         classifier = _training_free_run(out, "real/classifier only (probabilities)", seeds)
-        if fused not in done and (not only or "fused with classifier only" in only) and \
-                (student / "best.pt").is_file() and (classifier / "best.pt").is_file():
-            row = _fused(out, fused, student, classifier, {"root": str(shared)})
+        # the student's last checkpoint, what the preset selects (a row fused from best.pt, recorded
+        # before the preset took the last one, is redone: the later row replaces it in the tables)
+        if "last" not in done.get(fused, {}) and (not only or "fused with classifier only" in only) and \
+                (student / "last.pt").is_file() and (classifier / "best.pt").is_file():
+            row = _fused(out, fused, student, classifier, {"root": str(shared)}, which="last")
             row.update(part="real", method="fused with classifier only", seed=seed)
             _record(out, row)
             done[fused] = row
