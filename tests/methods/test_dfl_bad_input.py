@@ -1,7 +1,8 @@
 """Bad input to a data-free run keeps its one-line error, naming the field and what was expected:
 a teacher that does not load (a missing run, missing DoodleNet weights), a class map that is not
 there or names a class the teacher does not have (the shipped imagenet-quickdraw map on a teacher
-without ImageNet's classes), and a diagnosis-only reference that is not a folder of images. (The
+without ImageNet's classes), a diagnosis-only reference that is not a folder of images, and
+averaging weights across two architectures (DoodleNet + EfficientNet-Lite0 meet it). (The
 checkpoint that does not load, the class count that disagrees and an inline map naming an unknown
 class are in test_crossx_dfl.py.)"""
 
@@ -16,7 +17,7 @@ from sbirkit.engine import Trainer
 from sbirkit.errors import SbirkitError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dfl_helpers import teacher, tiny_config, warm_root  # noqa: E402
+from dfl_helpers import DATA, teacher, tiny_config, warm_root  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,14 @@ def test_a_reference_that_is_not_a_folder_of_images(base, tmp_path):
         f"method.reference.photos: {missing}: expected a folder of images (a real reference, for diagnosis only)"
     assert _error(base, "refkey", "method.reference={photo: /x}") == \
         "method.reference.photo: unknown key; expected some of data, photos, size, sketches, split"
+
+
+def test_averaging_teachers_of_two_architectures(base):
+    """``averaging`` needs one architecture (the real teachers, DoodleNet and EfficientNet-Lite0, are
+    refused this way): a sketch teacher on ``tiny_cnn`` beside a ``tiny_cnn_wide`` photo teacher."""
+    narrow = ("{preset: classifier-synthetic-sketch, overrides: [train.steps=4, train.batch_size=8, "
+              f"train.eval_every=4, train.progress=false, 'data.options={DATA}', model.backbone=tiny_cnn]}}")
+    message = _error(base, "avg", "method.variant=averaging", "method.student_init=none",
+                     f"method.sketch_teacher={narrow}")
+    assert message.startswith("method.variant=averaging: expected two teachers of one architecture (same weight "
+                              "names and shapes); got ")
