@@ -43,11 +43,14 @@ def random_ranking_scores(query_labels: Iterable, gallery_labels: Iterable, k: i
         raise ValueError("random_ranking_scores: the gallery is empty")
     if not 1 <= k <= n:
         raise ValueError(f"random_ranking_scores: need 1 <= k <= {n} (the gallery's size), got k={k}")
+    per_count: dict[int, float] = {}  # expected_ap sums N terms: once per distinct relevant count
     aps, precisions = [], []
     for c in query_labels:
         r = counts.get(int(c), 0)
         if r:
-            aps.append(expected_ap(r, n))
+            if r not in per_count:
+                per_count[r] = expected_ap(r, n)
+            aps.append(per_count[r])
         precisions.append(r / n)
     return {"map": float(np.mean(aps)) if aps else float("nan"), f"p@{k}": float(np.mean(precisions)),
             "queries": len(precisions), "gallery": n}
