@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 import typer
 from typer.core import TyperGroup, TyperOption
@@ -155,9 +155,18 @@ def _root(
     debug: bool = typer.Option(False, "--debug", envvar="SBIRKIT_DEBUG", show_envvar=False,
                                help="Show the full traceback of an error instead of its one-line "
                                "message (or set SBIRKIT_DEBUG=1)."),
+    threads: Optional[int] = typer.Option(None, "--threads", envvar="SBIRKIT_THREADS", show_envvar=False,
+                                          help="torch (and FAISS) threads (or set SBIRKIT_THREADS). Default: "
+                                          "OMP_NUM_THREADS if set, else the cores other work leaves free."),
 ) -> None:
-    # the flag is read by _App.invoke; nothing else to do before a command runs
-    pass
+    # --debug is read by _App.invoke; the thread count is set before any command runs
+    from .threads import choose_threads_for_free_cores, set_threads
+
+    if threads is not None:
+        _positive("--threads", threads)
+        set_threads(threads)
+    elif _console_script:
+        choose_threads_for_free_cores()
 
 
 def _fail(message: str) -> NoReturn:
@@ -197,8 +206,15 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {text}", file=file if file is not None else sys.stderr)
 
 
+#: set by :func:`main`: only the console script chooses a thread count from the load
+#: (:mod:`.threads`); ``app`` called in-process (tests, notebooks) leaves the caller's alone
+_console_script = False
+
+
 def main() -> None:  # console-script entry point
     import warnings
 
+    global _console_script
+    _console_script = True
     warnings.showwarning = _one_line_warning
     app()

@@ -36,7 +36,8 @@ def serve(
                                                      "loopback, any otherwise). Set it behind a reverse proxy."),
     root_path: str = typer.Option("", help="The path prefix a reverse proxy strips before forwarding (e.g. /sketch); "
                                   "names the prefixed URL in the OpenAPI schema."),
-    threads: Optional[int] = typer.Option(None, help="torch threads for the model (default: torch's)."),
+    threads: Optional[int] = typer.Option(None, help="torch threads for the model (as 'sbirkit --threads N serve'; "
+                                          "default: see 'sbirkit --help')."),
     log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
 ) -> None:
@@ -50,10 +51,10 @@ def serve(
 
     _one_of("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
     if threads is not None:
-        import torch
+        from .threads import set_threads
 
         _positive("--threads", threads)
-        torch.set_num_threads(threads)
+        set_threads(threads)
     for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-pixels", max_pixels),
                         ("--max-strokes", max_strokes), ("--max-points", max_points), ("--max-k", max_k),
                         ("--max-batch", max_batch), ("--workers", workers)):

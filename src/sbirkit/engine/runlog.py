@@ -30,16 +30,17 @@ def now_iso() -> str:
 
 
 def run_metadata(seed: int, device: str) -> dict[str, Any]:
-    """Seed, package versions, Python, platform, device and start time of a run."""
+    """Seed, package versions, Python, platform, device, torch's CPU thread count and start time
+    of a run."""
+    import torch
+
     versions = {p: _version(p) for p in PACKAGES}
     versions["python"] = sys.version.split()[0]
     detail = device
     if device.startswith("cuda"):
-        import torch
-
         detail = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     return {"seed": int(seed), "versions": versions, "platform": platform.platform(), "device": detail,
-            "started": now_iso(), "resumed": []}
+            "torch_threads": torch.get_num_threads(), "started": now_iso(), "resumed": []}
 
 
 def _plain(value: Any) -> Any:

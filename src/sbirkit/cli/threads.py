@@ -1,0 +1,124 @@
+"""How many threads the command line's torch (and FAISS) may use.
+
+Two cores are easily oversubscribed: torch's default (one intra-op thread per core) beside another
+busy job can run a small model 5-40x slower than one thread would (BENCHMARKS.md "Demo": the demo
+took 560 s instead of 72 s beside one single-threaded job). So when the user has not said how many
+threads to use, the ``sbirkit`` console script looks at how busy the cores it may run on are and
+leaves the busy ones alone.
+
+The rule, in order (docs/training.md "Devices and speed"):
+
+1. ``sbirkit --threads N ...`` (or ``SBIRKIT_THREADS=N``): exactly N.
+2. ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set: torch's own reading of them, unchanged.
+3. Otherwise (the console script only, not :data:`~sbirkit.cli.app` called in-process): the cores
+   this process may run on (``os.sched_getaffinity``) less the ones busy over a short sample of
+   ``/proc/stat`` (0.2 s; the 1-minute load average where there is no ``/proc``), rounded, at
+   least 1. On an idle machine that is torch's default, which is then left as it is.
+
+Only the start is looked at: a job that starts beside a long run later is not noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+#: seconds over which the busy cores are sampled
+SAMPLE_SECONDS = 0.2
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _cpu_times(cpus: set[int] | None) -> tuple[int, int] | None:
+    """(busy, total) jiffies summed over ``cpus`` from ``/proc/stat``; None without it."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    busy = total = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            index = int(name[3:])
+            values = [int(v) for v in rest.split()]
+        except ValueError:
+            continue
+        if cpus is not None and index not in cpus:
+            continue
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        # guest time is already counted in user/nice: the first eight fields are the total
+        spent = sum(values[:8])
+        busy += spent - idle
+        total += spent
+    return (busy, total) if total else None
+
+
+def busy_cores(sample_seconds: float = SAMPLE_SECONDS) -> float | None:
+    """How many of this process's cores other work keeps busy now: sampled from ``/proc/stat``
+    over ``sample_seconds``, else the 1-minute load average; None when neither is available."""
+    try:
+        cpus: set[int] | None = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        cpus = None
+    first = _cpu_times(cpus)
+    if first is not None:
+        time.sleep(sample_seconds)
+        second = _cpu_times(cpus)
+        if second is not None and second[1] > first[1]:
+            cores = len(cpus) if cpus else usable_cores()
+            return cores * (second[0] - first[0]) / (second[1] - first[1])
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
+
+
+def free_threads(cores: int, busy: float | None) -> int:
+    """Threads for the cores left free: ``cores - busy`` rounded, at least 1, at most ``cores``
+    (all of them when ``busy`` is unknown)."""
+    if busy is None:
+        return cores
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def user_chose_threads(environ=None) -> bool:
+    """Whether the environment (``os.environ`` by default) already fixes the thread count
+    (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``), which torch reads itself."""
+    environ = os.environ if environ is None else environ
+    return any(environ.get(name, "").strip() for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch intra-op threads, in FAISS too, and in child processes (``OMP_NUM_THREADS``,
+    which also stops a child from choosing again)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None and hasattr(faiss, "omp_set_num_threads"):
+        faiss.omp_set_num_threads(threads)
+
+
+def choose_threads_for_free_cores() -> int | None:
+    """Rule 3 above: fewer torch threads when other work keeps some cores busy. Returns the count
+    set, or None when torch's default was left (idle machine, or the environment chose)."""
+    if user_chose_threads():
+        return None
+    import torch
+
+    threads = free_threads(usable_cores(), busy_cores())
+    if threads >= torch.get_num_threads():
+        return None
+    set_threads(threads)
+    return threads
