@@ -326,7 +326,7 @@ def test_a_killed_meta_training_run_resumes_to_identical_weights(tmp_path):
     child.wait()
     stopped = torch.load(run / "last.pt", weights_only=True)["step"]
     assert 4 <= stopped < 16
-    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)  # a hang guard, not a speed target
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     b = torch.load(run / "last.pt", weights_only=True)["model"]
