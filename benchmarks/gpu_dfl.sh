@@ -16,7 +16,7 @@
 #   4. sbirkit eval of both runs and the classifier-only baselines on the same teachers.
 # Every command runs under `timeout` (its own share of the 8 minutes) and resumes from last.pt if
 # the script is run again; timings and metrics go to OUT/gpu_dfl.jsonl. Nothing here has been run
-# on a GPU yet (no GPU was lent when it was written): see BENCHMARKS.md, "Data-free SBIR".
+# on a GPU yet (no GPU has been lent): see BENCHMARKS.md, "GPU check".
 set -euo pipefail
 SHARED=$(cd "${1:-../shared/data}" && pwd)
 OUT=${2:-/tmp/gpu_dfl}
