@@ -117,3 +117,13 @@ def test_a_cli_run_beside_a_busy_core_leaves_it_alone(tmp_path):
     assert done.returncode == 0, done.stderr
     recorded = json.loads((tmp_path / "run" / "meta.json").read_text())["torch_threads"]
     assert 1 <= recorded <= cores - 1
+
+
+def test_set_threads_reaches_an_imported_faiss(keep_threads):
+    faiss = pytest.importorskip("faiss")
+    before = faiss.omp_get_max_threads()
+    try:
+        threads.set_threads(1)
+        assert faiss.omp_get_max_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(before)
