@@ -27,6 +27,7 @@ def keep_threads(monkeypatch):
     """Restore torch's thread count and OMP_NUM_THREADS (set_threads changes both)."""
     before = torch.get_num_threads()
     monkeypatch.setenv("OMP_NUM_THREADS", "sentinel")  # recorded, so the undo restores the original
+    monkeypatch.setattr(threads, "source", None)
     yield
     torch.set_num_threads(before)
 
@@ -127,3 +128,35 @@ def test_set_threads_reaches_an_imported_faiss(keep_threads):
         assert faiss.omp_get_max_threads() == 1 and torch.get_num_threads() == 1
     finally:
         faiss.omp_set_num_threads(before)
+
+
+@pytest.mark.parametrize("total, workers, expected", [(16, 4, 4), (2, 4, 1), (7, 2, 3), (4, 1, 4)])
+def test_per_worker_share(total, workers, expected):
+    assert threads.per_worker(total, workers) == expected
+
+
+def test_serve_workers_share_a_count_sbirkit_chose_but_keep_one_the_user_set(monkeypatch, keep_threads, tmp_path):
+    """serve --workers N: N worker processes of a full count each would oversubscribe the cores N
+    times, so a count chosen by the free-cores rule is split (OMP_NUM_THREADS, read by the spawned
+    workers); --threads or OMP_NUM_THREADS given by the user is per process and stays."""
+    import sbirkit.serve.run as serve_run
+
+    started = []
+    monkeypatch.setattr(serve_run, "serve", lambda config, **kw: started.append(kw["workers"]))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cores", lambda sample_seconds=0.2: 0.0)
+    monkeypatch.setattr(common, "_console_script", True)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(4)
+    ok("serve", "--index", tmp_path, "--workers", "2")  # idle machine: torch's 4, two workers of 2
+    assert started == [2] and threads.source == "default"
+    assert torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+    torch.set_num_threads(4)
+    ok("--threads", "3", "serve", "--index", tmp_path, "--workers", "2")  # the user's count, per worker
+    assert torch.get_num_threads() == 3 and os.environ["OMP_NUM_THREADS"] == "3"
+    ok("serve", "--index", tmp_path, "--workers", "2", "--threads", "1")
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    torch.set_num_threads(4)
+    ok("serve", "--index", tmp_path, "--workers", "2")  # the environment chose: left alone
+    assert torch.get_num_threads() == 4 and threads.source == "environment"

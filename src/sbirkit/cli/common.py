@@ -160,11 +160,14 @@ def _root(
                                           "OMP_NUM_THREADS if set, else the cores other work leaves free."),
 ) -> None:
     # --debug is read by _App.invoke; the thread count is set before any command runs
+    from . import threads as _threads
     from .threads import choose_threads_for_free_cores, set_threads
 
+    _threads.source = None  # this invocation's choice (app may be called again in one process)
     if threads is not None:
         _positive("--threads", threads)
         set_threads(threads)
+        _threads.source = "flag"
     elif _console_script:
         choose_threads_for_free_cores()
 

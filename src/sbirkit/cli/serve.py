@@ -48,17 +48,18 @@ def serve(
     """
     from ..serve import Limits, ServeConfig
     from ..serve.run import serve as run_server
+    from . import threads as _threads
 
     _one_of("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
     if threads is not None:
-        from .threads import set_threads
-
         _positive("--threads", threads)
-        set_threads(threads)
+        _threads.set_threads(threads)
+        _threads.source = "flag"
     for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-pixels", max_pixels),
                         ("--max-strokes", max_strokes), ("--max-points", max_points), ("--max-k", max_k),
                         ("--max-batch", max_batch), ("--workers", workers)):
         _positive(flag, value)
+    _threads.share_among_workers(workers)  # N workers: each its share of a count sbirkit chose
     if not 0 <= batch_wait_ms <= 1000:
         _fail(f"--batch-wait-ms: expected 0..1000 milliseconds, got {batch_wait_ms:g}")
     if admin_token is not None and len(admin_token) < 16:

@@ -16,6 +16,8 @@ The rule, in order (docs/training.md "Devices and speed"):
    least 1. On an idle machine that is torch's default, which is then left as it is.
 
 Only the start is looked at: a job that starts beside a long run later is not noticed.
+``sbirkit serve --workers N`` gives each worker process its share (1/N) of a count chosen by
+rule 3; a count the user set is per process.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ import time
 
 #: seconds over which the busy cores are sampled
 SAMPLE_SECONDS = 0.2
+
+#: how this process's count was chosen: "flag" (--threads, SBIRKIT_THREADS), "environment"
+#: (OMP/MKL_NUM_THREADS), "free cores" (rule 3 lowered it), "default" (rule 3 left torch's);
+#: None when the CLI did not choose (``app`` called in-process)
+source: str | None = None
 
 
 def usable_cores() -> int:
@@ -113,12 +120,36 @@ def set_threads(threads: int) -> None:
 def choose_threads_for_free_cores() -> int | None:
     """Rule 3 above: fewer torch threads when other work keeps some cores busy. Returns the count
     set, or None when torch's default was left (idle machine, or the environment chose)."""
+    global source
     if user_chose_threads():
+        source = "environment"
         return None
     import torch
 
     threads = free_threads(usable_cores(), busy_cores())
     if threads >= torch.get_num_threads():
+        source = "default"
         return None
     set_threads(threads)
+    source = "free cores"
     return threads
+
+
+def per_worker(threads: int, workers: int) -> int:
+    """Each of ``workers`` processes' share of ``threads``, at least 1."""
+    return max(1, threads // max(1, workers))
+
+
+def share_among_workers(workers: int) -> int | None:
+    """For ``sbirkit serve --workers N``: when the count was chosen for this one process (rule 3,
+    ``source`` "free cores" or "default"), give each worker process its share of it through
+    ``OMP_NUM_THREADS`` (N workers of a full count each would oversubscribe the cores N times).
+    A count the user chose (flag or environment) is per process and stays. Returns the share
+    set, or None."""
+    if workers <= 1 or source not in ("free cores", "default"):
+        return None
+    import torch
+
+    share = per_worker(torch.get_num_threads(), workers)
+    set_threads(share)
+    return share
