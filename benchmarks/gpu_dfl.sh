@@ -23,11 +23,9 @@ OUT=${2:-/tmp/gpu_dfl}
 PY=${PYTHON:-python}
 mkdir -p "$OUT/runs"
 LOG="$OUT/gpu_dfl.jsonl"
-GPU="train.device=cuda train.amp=bf16 train.channels_last=true train.progress=false"
 DRY=${GPU_DFL_DRY_RUN:-0}
-if [ "$DRY" = 1 ]; then
-  GPU="train.device=cpu train.amp=bf16 train.channels_last=true train.progress=false"
-fi
+DEVICE=$([ "$DRY" = 1 ] && echo cpu || echo cuda)
+GPU="train.device=$DEVICE train.amp=bf16 train.channels_last=true train.progress=false"
 DOODLE="method.sketch_teacher.weights=$SHARED/doodlenet/doodleNet-model.h5"
 # an array: each override holds a space ("{run: PATH}"), which word splitting would cut in two
 TEACHERS=("method.photo_teacher={run: $OUT/runs/classifier-cifar9-photo}"

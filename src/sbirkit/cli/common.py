@@ -161,15 +161,13 @@ def _root(
 ) -> None:
     # --debug is read by _App.invoke; the thread count is set before any command runs
     from . import threads as _threads
-    from .threads import choose_threads_for_free_cores, set_threads
 
     _threads.source = None  # this invocation's choice (app may be called again in one process)
     if threads is not None:
         _positive("--threads", threads)
-        set_threads(threads)
-        _threads.source = "flag"
+        _threads.use_threads(threads)
     elif _console_script:
-        choose_threads_for_free_cores()
+        _threads.choose_threads_for_free_cores()
 
 
 def _fail(message: str) -> NoReturn:

@@ -53,8 +53,7 @@ def serve(
     _one_of("--log-level", log_level, ("critical", "error", "warning", "info", "debug"))
     if threads is not None:
         _positive("--threads", threads)
-        _threads.set_threads(threads)
-        _threads.source = "flag"
+        _threads.use_threads(threads)
     for flag, value in (("--max-body-bytes", max_body_bytes), ("--max-pixels", max_pixels),
                         ("--max-strokes", max_strokes), ("--max-points", max_points), ("--max-k", max_k),
                         ("--max-batch", max_batch), ("--workers", workers)):

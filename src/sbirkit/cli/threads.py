@@ -35,12 +35,18 @@ SAMPLE_SECONDS = 0.2
 source: str | None = None
 
 
+def _affinity() -> set[int] | None:
+    """The CPUs this process may run on; None where the OS has no affinity mask."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return None
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    cpus = _affinity()
+    return max(1, len(cpus) if cpus else os.cpu_count() or 1)
 
 
 def _cpu_times(cpus: set[int] | None) -> tuple[int, int] | None:
@@ -73,17 +79,13 @@ def _cpu_times(cpus: set[int] | None) -> tuple[int, int] | None:
 def busy_cores(sample_seconds: float = SAMPLE_SECONDS) -> float | None:
     """How many of this process's cores other work keeps busy now: sampled from ``/proc/stat``
     over ``sample_seconds``, else the 1-minute load average; None when neither is available."""
-    try:
-        cpus: set[int] | None = set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        cpus = None
+    cpus = _affinity()
     first = _cpu_times(cpus)
     if first is not None:
         time.sleep(sample_seconds)
         second = _cpu_times(cpus)
         if second is not None and second[1] > first[1]:
-            cores = len(cpus) if cpus else usable_cores()
-            return cores * (second[0] - first[0]) / (second[1] - first[1])
+            return usable_cores() * (second[0] - first[0]) / (second[1] - first[1])
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - Windows
@@ -103,6 +105,13 @@ def user_chose_threads(environ=None) -> bool:
     (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``), which torch reads itself."""
     environ = os.environ if environ is None else environ
     return any(environ.get(name, "").strip() for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+
+
+def use_threads(threads: int) -> None:
+    """Rule 1 above: exactly ``threads`` (``--threads``, ``SBIRKIT_THREADS``, ``serve --threads``)."""
+    global source
+    set_threads(threads)
+    source = "flag"
 
 
 def set_threads(threads: int) -> None:
